@@ -1,0 +1,3 @@
+from fgaseg.cli import main
+
+raise SystemExit(main())
