@@ -1,0 +1,106 @@
+"""The synthetic world: determinism, the seen/unseen split and label correctness."""
+
+import numpy as np
+import pytest
+import torch
+
+from fgaseg.errors import ConfigError
+from fgaseg.synth.render import IGNORE, shape_mask, _grid
+from fgaseg.synth.vocabulary import COLOURS, PATTERNS, SHAPES, build_vocabulary
+from fgaseg.synth.world import WorldConfig, caption_for, generate_scenes, make_scene
+
+
+def test_vocabulary_size_and_split_partition():
+    vocab = build_vocabulary(0)
+    assert vocab.num_classes == len(COLOURS) * len(PATTERNS) * len(SHAPES) == 72
+    assert len(set(vocab.phrases)) == 72
+    seen, unseen = set(vocab.seen_ids), set(vocab.unseen_ids)
+    assert len(unseen) == 18 and not seen & unseen and seen | unseen == set(range(72))
+
+
+@pytest.mark.parametrize("split_seed", [0, 1, 5])
+def test_every_word_and_word_pair_of_unseen_classes_is_seen(split_seed):
+    vocab = build_vocabulary(split_seed)
+    seen_words = {w for p in vocab.seen_phrases for w in p.split()}
+    seen_pairs = {(a[0], a[2]) for i, a in enumerate(vocab.attributes) if i in vocab.seen_ids}
+    for i in vocab.unseen_ids:
+        assert set(vocab.phrases[i].split()) <= seen_words
+        assert (vocab.attributes[i][0], vocab.attributes[i][2]) in seen_pairs
+
+
+def test_split_depends_on_seed_only():
+    assert build_vocabulary(3) == build_vocabulary(3)
+    assert build_vocabulary(0).unseen_ids != build_vocabulary(1).unseen_ids
+
+
+def test_scenes_are_deterministic_and_order_independent():
+    world = WorldConfig(image_size=32)
+    a = generate_scenes(world, 4, seed=7, split="train")
+    b = generate_scenes(world, 4, seed=7, split="train")
+    np.testing.assert_array_equal(a.images, b.images)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    vocab = build_vocabulary(0)
+    alone = make_scene(world, vocab, 7, "train", 3)  # generated on its own, not after 0..2
+    np.testing.assert_array_equal(alone.image, a.images[3])
+    other = generate_scenes(world, 4, seed=8, split="train")
+    assert not np.array_equal(a.images, other.images)
+    test = generate_scenes(world, 4, seed=7, split="test")
+    assert not np.array_equal(a.images, test.images)
+
+
+def test_training_scenes_use_only_allowed_classes_and_labels_are_valid():
+    vocab = build_vocabulary(0)
+    world = WorldConfig(image_size=48)
+    scenes = generate_scenes(world, 30, seed=1, split="train", allowed_ids=vocab.seen_ids)
+    values = set(np.unique(scenes.labels).tolist())
+    assert IGNORE in values  # background is labelled ignore
+    assert values - {IGNORE} <= set(vocab.seen_ids)
+    assert not scenes.present[:, list(vocab.unseen_ids)].any()
+    # every scene shows 2..4 objects, each with visible pixels
+    counts = scenes.present.sum(1)
+    assert counts.min() >= 1 and counts.max() <= world.max_objects
+
+
+def test_label_pixels_carry_the_object_colour():
+    """Solid objects' labelled pixels must be close to the class colour (labels match pixels)."""
+    vocab = build_vocabulary(0)
+    solid = [i for i, a in enumerate(vocab.attributes) if PATTERNS[a[1]] == "solid"]
+    scenes = generate_scenes(WorldConfig(image_size=64), 20, seed=2, split="test", allowed_ids=solid)
+    for image, label in zip(scenes.images, scenes.labels):
+        for class_id in np.unique(label[label != IGNORE]):
+            mean = image[label == class_id].astype(float).mean(0)
+            distances = {
+                name: np.linalg.norm(mean - np.asarray(rgb)) for name, rgb in COLOURS.items()
+            }
+            assert min(distances, key=distances.get) == vocab.phrases[class_id].split()[0]
+
+
+def test_caption_lists_every_visible_object():
+    vocab = build_vocabulary(0)
+    world = WorldConfig(image_size=48)
+    for index in range(5):
+        scene = make_scene(world, vocab, 3, "test", index)
+        for class_id in scene.class_ids:
+            assert vocab.phrases[class_id] in scene.caption
+    assert caption_for(["red solid circle"]) == "a red solid circle"
+    assert caption_for(["x", "y", "z"]) == "a x, a y and a z"
+
+
+def test_shapes_have_comparable_areas():
+    yy, xx = _grid(64)
+    areas = {s: shape_mask(s, yy, xx, (32, 32), 12, 0.3).sum() for s in SHAPES}
+    assert max(areas.values()) < 2.0 * min(areas.values())
+
+
+def test_dataset_items_follow_the_contract():
+    scenes = generate_scenes(WorldConfig(image_size=32), 3, seed=0, split="test")
+    image, label = scenes[0]
+    assert image.shape == (3, 32, 32) and image.dtype == torch.float32
+    assert 0.0 <= image.min() and image.max() <= 1.0
+    assert label.shape == (32, 32) and label.dtype == torch.int64
+    assert scenes.ignore_index == 255 and len(scenes.class_names) == 72
+
+
+def test_bad_world_config_raises_config_error():
+    with pytest.raises(ConfigError):
+        WorldConfig(min_objects=3, max_objects=2)
