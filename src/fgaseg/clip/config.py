@@ -62,8 +62,9 @@ _NAMED: Dict[str, CLIPConfig] = {
     "ViT-L/14@336px": CLIPConfig(768, 336, 24, 1024, 14, 16, 77, 49408, 768, 12, 12),
     # small models for tests and the synthetic benchmark
     "tiny": CLIPConfig(128, 64, 4, 128, 8, 2, 77, 49408, 128, 2, 2),
-    "tiny-B/16": CLIPConfig(64, 224, 2, 64, 16, 2, 77, 49408, 64, 2, 2),
-    "tiny-B/32": CLIPConfig(64, 224, 2, 64, 32, 2, 77, 49408, 64, 2, 2),
+    # B/16 and B/32 patch geometry with a small width/depth (heads = width // 64 as in OpenAI's)
+    "tiny-B/16": CLIPConfig(64, 224, 2, 128, 16, 2, 77, 49408, 128, 2, 2),
+    "tiny-B/32": CLIPConfig(64, 224, 2, 128, 32, 2, 77, 49408, 128, 2, 2),
 }
 
 
