@@ -1,0 +1,1 @@
+"""Converter for the official CAT-Seg / FGA-seg detectron2 checkpoints."""
