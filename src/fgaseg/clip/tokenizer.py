@@ -2,8 +2,9 @@
 
 OpenAI's tokenizer cleans text with ``ftfy.fix_text`` and a double ``html.unescape``, collapses
 whitespace, strips and lower-cases. ``instant_clip_tokenizer`` does the whitespace and case
-handling; we add the HTML unescaping and NFC normalisation (the part of ``ftfy.fix_text`` that
-matters for well-formed text; mojibake repair is not reproduced).
+handling; :func:`clean_text` adds the HTML unescaping and the parts of ``ftfy.fix_text`` that
+change well-formed text (curly quotes, Latin ligatures, full-width forms, control characters,
+NFC). ftfy's mojibake repair is not reproduced (it only changes wrongly decoded text).
 """
 
 from __future__ import annotations
@@ -27,10 +28,21 @@ def _bpe():
     return Tokenizer()
 
 
+_QUOTES = {0x02BC: "'", **{c: "'" for c in range(0x2018, 0x201C)},
+           **{c: '"' for c in range(0x201C, 0x2020)}}
+_LIGATURES = {ord(c): unicodedata.normalize("NFKC", c) for c in "ĲĳŉǱǲǳǄǅǆǇǈǉǊǋǌﬀﬁﬂﬃﬄﬅﬆ"}
+_WIDTH = {0x3000: " ", **{c: unicodedata.normalize("NFKC", chr(c)) for c in range(0xFF01, 0xFFF0)
+                         if unicodedata.normalize("NFKC", chr(c)) != chr(c)}}
+_CONTROL = {c: None for c in [*range(0x00, 0x09), 0x0B, *range(0x0E, 0x20), 0x7F,
+                              *range(0x206A, 0x2070), 0xFEFF, *range(0xFFF9, 0xFFFD)]}
+_TABLE = {**_QUOTES, **_LIGATURES, **_WIDTH, **_CONTROL}
+
+
 def clean_text(text: str) -> str:
-    """Text normalisation applied before BPE (HTML entities, NFC)."""
-    text = html.unescape(html.unescape(text))
-    return unicodedata.normalize("NFC", text).strip()
+    """Text normalisation applied before BPE, as OpenAI's ``basic_clean`` for well-formed text."""
+    text = html.unescape(text).translate(_TABLE)
+    text = unicodedata.normalize("NFC", text)
+    return html.unescape(html.unescape(text)).strip()
 
 
 def encode(text: str) -> List[int]:
