@@ -24,9 +24,14 @@ def _default_scale(q: torch.Tensor, scale: Optional[float]) -> float:
     return q.shape[-1] ** -0.5 if scale is None else float(scale)
 
 
+def _upcast(x: torch.Tensor) -> torch.Tensor:
+    """At least float32, so half-precision towers get stable softmaxes; float64 stays."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def _self_similarity_softmax(x: torch.Tensor, scale: float) -> torch.Tensor:
-    """Row-wise ``softmax(x x^T * scale)``: ``(B, h, L, d)`` -> ``(B, h, L, L)``, in float32."""
-    x = x.float()
+    """Row-wise ``softmax(x x^T * scale)``: ``(B, h, L, d)`` -> ``(B, h, L, L)``, at least float32."""
+    x = _upcast(x)
     return torch.softmax(x @ x.transpose(-2, -1) * scale, dim=-1)
 
 
@@ -40,7 +45,7 @@ def query_query_attention(
 ) -> torch.Tensor:
     """ClearCLIP's self-self attention ``softmax(q q^T * scale) v``; ``k`` is unused."""
     weights = _self_similarity_softmax(q, _default_scale(q, scale))
-    return (weights @ v.float()).to(v.dtype)
+    return (weights @ _upcast(v)).to(v.dtype)
 
 
 def correlative_attention(
@@ -53,7 +58,7 @@ def correlative_attention(
     """
     s = _default_scale(q, scale)
     weights = _self_similarity_softmax(q, s) + _self_similarity_softmax(k, s)
-    return (weights @ v.float()).to(v.dtype)
+    return (weights @ _upcast(v)).to(v.dtype)
 
 
 def gaussian_spatial_prior(
@@ -100,8 +105,9 @@ def neighbourhood_attention(
         raise ValueError(
             f"{k.shape[-2]} tokens do not match a {h}x{w} grid with {num_prefix_tokens} prefix tokens"
         )
-    kf = k.float()
+    kf = _upcast(k)
     logits = kf @ kf.transpose(-2, -1) * _default_scale(k, scale)
-    logits = logits + gaussian_spatial_prior(grid, std, num_prefix_tokens, device=k.device)
+    prior = gaussian_spatial_prior(grid, std, num_prefix_tokens, device=k.device)
+    logits = logits + prior.to(logits.dtype)
     weights = torch.softmax(logits, dim=-1)
-    return (weights @ v.float()).to(v.dtype)
+    return (weights @ _upcast(v)).to(v.dtype)

@@ -112,13 +112,12 @@ class TrainingFreeSegmenter(nn.Module):
     ) -> "TrainingFreeSegmenter":
         """Build from a CLIP instance or anything ``fgaseg.clip.load_clip`` accepts (file, hub id)."""
         if isinstance(source, nn.Module):
-            clip = source
+            clip = source.to(device) if device is not None else source
         else:
             from fgaseg.clip import load_clip
 
-            clip = load_clip(source)
-        segmenter = cls(clip, **kwargs)
-        return segmenter.to(device) if device is not None else segmenter
+            clip = load_clip(source, device=device)
+        return cls(clip, **kwargs)
 
     # --- protocol --------------------------------------------------------------------------
     @property
