@@ -1,0 +1,154 @@
+"""``fgaseg demo --ablations``: the paper's parts switched off one at a time, several seeds.
+
+All variants share one cached tiny CLIP, the same training budget, the same test scenes and
+paired seeds (seed s gives every variant the same training batches and class samples), so
+differences between rows are not CLIP or data luck. Results are appended to
+``ablations.json`` after every run; a re-run with the same output folder resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+
+from fgaseg.synth.benchmark import (
+    SWITCHES, BenchmarkConfig, build_model, evaluate_training_free, make_datasets,
+)
+from fgaseg.synth.evaluate import evaluate
+from fgaseg.synth.pretrain import pretrained_tiny_clip
+from fgaseg.synth.report import mean_std_table, results_table, write_json
+from fgaseg.synth.segtrain import train_segmentation
+
+# per-run budget of `fgaseg demo --ablations` (18 runs must fit in ~35 min on 2 CPU cores)
+ABLATION_STEPS = 250
+ABLATION_TEST_SCENES = 400
+
+# name -> switch overrides (everything else as in the full model, including the decoder mode)
+VARIANTS: Dict[str, Dict[str, bool]] = {
+    "full FGAseg": {},
+    "baseline (all four off)": {s: False for s in SWITCHES},
+    "− P2Tformer": {"use_p2tformer": False},
+    "− T2Ploss": {"use_t2p_loss": False},
+    "− GCS": {"use_gcs": False},
+    "− LCS": {"use_lcs": False},
+}
+
+
+def ablation_config(config: BenchmarkConfig, steps: int, test_scenes: int) -> BenchmarkConfig:
+    """The demo config with the per-run budget of the ablation."""
+    return dataclasses.replace(
+        config, segtrain=dataclasses.replace(config.segtrain, steps=steps), num_test_scenes=test_scenes,
+        num_overlays=0,
+    )
+
+
+def run_ablations(
+    config: BenchmarkConfig, out_dir: Path, seeds: Sequence[int] = (0, 1, 2),
+    variants: Optional[Sequence[str]] = None, use_cache: bool = True, progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Train and evaluate every variant for every seed; write ``ablations.{json,md}``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = out_dir / "ablations.json"
+    names = list(variants) if variants else list(VARIANTS)
+    start = time.time()
+    clip, clip_meta = pretrained_tiny_clip(config.pretrain, config.world, config.clip_seed, use_cache, progress, log)
+    state = _load_previous(json_path, config)
+    state.update({"config": config.to_dict(), "clip": clip_meta, "seeds": list(seeds), "variants": names})
+    runs: List[dict] = state.setdefault("runs", [])
+    done = {(r["variant"], r["seed"]) for r in runs}
+    _, test = make_datasets(dataclasses.replace(config, segtrain=dataclasses.replace(config.segtrain, num_train_scenes=0)), progress=False)
+    if not state.get("training_free"):
+        state["training_free"] = evaluate_training_free(clip, test, config, progress)
+    total = len(seeds) * len(names)
+    for seed in seeds:  # seeds outermost: a cut-short run still has every variant for seed 0
+        run_config = dataclasses.replace(config, seed=seed)
+        train, _ = make_datasets(dataclasses.replace(run_config, num_test_scenes=0), progress=False)
+        for name in names:
+            if (name, seed) in done:
+                continue
+            t = time.time()
+            model = build_model(clip, run_config, **VARIANTS[name])
+            stats = train_segmentation(
+                model, train, run_config.segtrain, seed=seed, progress=progress, desc=f"{name}, seed {seed}"
+            )
+            metrics = evaluate(model, test, config.eval_batch_size, progress, topk=None)
+            run = {"variant": name, "seed": seed, **_metrics(metrics), "train_seconds": stats["seconds"],
+                   "seconds": round(time.time() - t, 1)}
+            if name == "full FGAseg":
+                run["inference_variants"] = _inference_variants(model, test, config, progress)
+            runs.append(run)
+            log(f"[{len(runs)}/{total}] {name}, seed {seed}: seen {run['mIoU_seen']:.1f}, unseen "
+                f"{run['mIoU_unseen']:.1f}, hIoU {run['hIoU']:.1f} ({run['seconds']:.0f} s)")
+            state["elapsed_s"] = round(state.get("elapsed_s", 0) + time.time() - t, 1)
+            write_json(json_path, state)
+            (out_dir / "ablations.md").write_text(ablation_markdown(state) + "\n")
+            del model
+    state["wall_s_this_call"] = round(time.time() - start, 1)
+    write_json(json_path, state)
+    (out_dir / "ablations.md").write_text(ablation_markdown(state) + "\n")
+    return state
+
+
+def _metrics(m: dict) -> dict:
+    return {k: m[k] for k in ("mIoU_seen", "mIoU_unseen", "hIoU", "mIoU_all", "pixel_acc")}
+
+
+def _inference_variants(model, test, config: BenchmarkConfig, progress: bool) -> Dict[str, dict]:
+    """The same trained full model evaluated with TopK pruning (and timed)."""
+    out = {}
+    for k in config.topk_rows:
+        m = evaluate(model, test, config.eval_batch_size, progress, desc=f"TopK {k}", topk=k)
+        out[f"TopK {k}"] = {**_metrics(m), "seconds": m["seconds"]}
+    return out
+
+
+def _load_previous(path: Path, config: BenchmarkConfig) -> dict:
+    import json
+
+    if not path.is_file():
+        return {}
+    try:
+        state = json.loads(path.read_text())
+    except ValueError:
+        return {}
+    # only resume runs made with the same settings
+    same = state.get("config") == json.loads(json.dumps(config.to_dict()))
+    return state if same else {}
+
+
+def ablation_markdown(state: dict) -> str:
+    groups: Dict[str, List[dict]] = {}
+    for name in state.get("variants", VARIANTS):
+        runs = sorted((r for r in state.get("runs", []) if r["variant"] == name), key=lambda r: r["seed"])
+        if runs:
+            groups[name] = runs
+    cfg = state["config"]
+    lines = [
+        "# Synthetic benchmark: ablations",
+        "",
+        f"Each run: {cfg['segtrain']['steps']} FGAseg training steps (batch {cfg['segtrain']['batch_size']}) "
+        f"on one cached tiny CLIP ({cfg['pretrain']['steps']} steps), evaluated on "
+        f"{cfg['num_test_scenes']} held-out scenes; mean ± std over seeds {state.get('seeds')} "
+        "(paired: the same seed gives every variant the same batches).",
+        "",
+        mean_std_table(groups, reference="full FGAseg" if "full FGAseg" in groups else None),
+    ]
+    full = groups.get("full FGAseg", [])
+    inference = {}
+    for run in full:
+        for key, m in run.get("inference_variants", {}).items():
+            inference.setdefault(key, []).append(m)
+    if inference:
+        lines += ["", "Same trained full model, inference variants:", "",
+                  mean_std_table({"no pruning": full, **inference}, reference="no pruning")]
+    if state.get("training_free"):
+        lines += ["", "Training-free dense CLIP (no segmentation training):", "",
+                  results_table(state["training_free"])]
+    return "\n".join(lines)
+

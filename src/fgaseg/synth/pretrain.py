@@ -1,0 +1,257 @@
+"""Stage 1: contrastive pretraining of a tiny CLIP on the synthetic world, with a weight cache.
+
+Half of each batch pairs a single centred object with its prompted phrase
+(``"A photo of a red striped circle in the scene"``), half pairs a multi-object scene with its
+caption. The single-object half binds attributes to objects; captions alone bind them badly.
+CLIP sees all 72 compositions here (as web-scale CLIP would); only segmentation training
+withholds the unseen ones. Identical texts in a batch get shared (soft) targets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fgaseg.clip import CLIP, CLIPConfig, PROMPT_TEMPLATES_SINGLE, build_clip, tokenize
+from fgaseg.clip.preprocess import normalize
+from fgaseg.synth.vocabulary import Vocabulary, build_vocabulary
+from fgaseg.synth.world import WorldConfig, generate_scenes
+
+CACHE_FORMAT = 1
+
+
+def tiny_clip_config(image_size: int = 64, width: int = 128, depth: int = 4) -> CLIPConfig:
+    """ViT patch 8, ``width``/``depth`` image tower, 2-layer text tower, context 32 tokens."""
+    return CLIPConfig(
+        embed_dim=width, image_resolution=image_size, vision_layers=depth, vision_width=width,
+        vision_patch_size=8, vision_heads=max(1, width // 32), context_length=32,
+        vocab_size=49408, transformer_width=width, transformer_heads=max(1, width // 32),
+        transformer_layers=2,
+    )
+
+
+@dataclass
+class PretrainConfig:
+    """Budget and optimiser of the contrastive stage."""
+
+    steps: int = 600
+    batch_size: int = 128
+    num_images: int = 12000  # half single objects, half scenes
+    lr: float = 2e-3
+    weight_decay: float = 0.1
+    clip: CLIPConfig = field(default_factory=tiny_clip_config)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def cache_dir() -> Path:
+    """``$FGASEG_CACHE_DIR`` or ``~/.cache/fgaseg/synth``."""
+    root = os.environ.get("FGASEG_CACHE_DIR")
+    return Path(root) if root else Path.home() / ".cache" / "fgaseg" / "synth"
+
+
+def cache_key(config: PretrainConfig, world: WorldConfig, seed: int) -> str:
+    blob = json.dumps(
+        {"format": CACHE_FORMAT, "pretrain": config.to_dict(), "world": world.to_dict(), "seed": seed},
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def prompt(phrase: str) -> str:
+    return PROMPT_TEMPLATES_SINGLE[0].format(phrase)
+
+
+def build_pretraining_data(
+    world: WorldConfig, vocab: Vocabulary, num_images: int, seed: int, progress: bool = True
+) -> Tuple[np.ndarray, List[str]]:
+    """``images (N, H, W, 3) uint8`` and their texts: first singles with prompts, then scenes."""
+    singles_count = num_images // 2
+    desc = "world: CLIP images" if progress else None
+    singles = generate_scenes(
+        world, singles_count, seed, "clip-singles", vocab=vocab, num_objects=1, centred=True,
+        progress=desc,
+    )
+    scenes = generate_scenes(world, num_images - singles_count, seed, "clip-scenes", vocab=vocab, progress=desc)
+    # a single object's text is its phrase in the segmentation prompt template
+    single_texts = [prompt(c[2:]) for c in singles.captions]  # captions are "a <phrase>"
+    return np.concatenate([singles.images, scenes.images]), single_texts + scenes.captions
+
+
+def _augment(images: torch.Tensor, is_single: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Vertical flips for all (caption order is left to right), horizontal flips for singles."""
+    flip_v = torch.rand(images.shape[0], generator=generator) < 0.5
+    flip_h = (torch.rand(images.shape[0], generator=generator) < 0.5) & is_single
+    images = torch.where(flip_v[:, None, None, None], images.flip(2), images)
+    return torch.where(flip_h[:, None, None, None], images.flip(3), images)
+
+
+def contrastive_loss(image_emb, text_emb, text_ids: torch.Tensor, logit_scale) -> torch.Tensor:
+    """Symmetric InfoNCE with soft targets spread over identical texts."""
+    image_emb = F.normalize(image_emb, dim=-1)
+    text_emb = F.normalize(text_emb, dim=-1)
+    logits = logit_scale.clamp(max=math.log(100)).exp() * image_emb @ text_emb.t()
+    same = (text_ids[:, None] == text_ids[None, :]).float()
+    targets = same / same.sum(1, keepdim=True)
+    return 0.5 * (
+        torch.sum(-targets * logits.log_softmax(1), 1).mean()
+        + torch.sum(-targets * logits.t().log_softmax(1), 1).mean()
+    )
+
+
+def pretrain_clip(
+    config: PretrainConfig, world: WorldConfig, seed: int = 0, progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> Tuple[CLIP, Dict[str, float]]:
+    """Train a tiny CLIP from scratch; returns the model (eval mode) and stats."""
+    vocab = build_vocabulary(world.split_seed)
+    start = time.time()
+    images, texts = build_pretraining_data(world, vocab, config.num_images, seed, progress)
+    unique_texts = sorted(set(texts))
+    text_index = {t: i for i, t in enumerate(unique_texts)}
+    all_tokens = tokenize(unique_texts, context_length=config.clip.context_length)
+    text_ids = torch.tensor([text_index[t] for t in texts])
+    is_single = torch.arange(len(texts)) < config.num_images // 2
+    images_t = torch.from_numpy(images)  # (N, H, W, 3) uint8, converted per batch
+    gen_time = time.time() - start
+
+    clip = build_clip(config.clip, seed=seed)
+    clip.train()
+    decay = [p for n, p in clip.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    no_decay = [p for n, p in clip.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr,
+    )
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.lr, total_steps=max(1, config.steps), pct_start=0.15
+    )
+    generator = torch.Generator().manual_seed(seed)
+    half = config.batch_size // 2
+    singles_n = int(is_single.sum())
+    bar = _bar(config.steps, "stage 1/3: pretrain tiny CLIP", progress)
+    losses = []
+    for step in range(config.steps):
+        # balanced halves: single objects and scenes
+        idx = torch.cat([
+            torch.randint(0, singles_n, (half,), generator=generator),
+            torch.randint(singles_n, len(texts), (config.batch_size - half,), generator=generator),
+        ])
+        batch = images_t[idx].permute(0, 3, 1, 2).float() / 255.0
+        batch = normalize(_augment(batch, is_single[idx], generator))
+        ids = text_ids[idx]
+        unique_ids, inverse = torch.unique(ids, return_inverse=True)
+        text_emb = clip.encode_text(all_tokens[unique_ids])[inverse]
+        loss = contrastive_loss(clip.encode_image(batch), text_emb, ids, clip.logit_scale)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(clip.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        losses.append(float(loss.detach()))
+        bar.update(1)
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+    bar.close()
+    clip.eval()
+    stats = {
+        "data_seconds": round(gen_time, 1),
+        "train_seconds": round(time.time() - start - gen_time, 1),
+        "final_loss": float(np.mean(losses[-20:])) if losses else float("nan"),
+    }
+    return clip, stats
+
+
+@torch.no_grad()
+def zero_shot_accuracy(clip: CLIP, world: WorldConfig, count: int = 720, seed: int = 10_000) -> Dict[str, float]:
+    """Classify held-out single-object images among all 72 prompted phrases.
+
+    Returns accuracy on seen and unseen classes and per attribute (colour, pattern, shape).
+    """
+    vocab = build_vocabulary(world.split_seed)
+    singles = generate_scenes(world, count, seed, "clip-singles", vocab=vocab, num_objects=1, centred=True)
+    truth = np.array([[c for c in np.unique(l) if c != 255][0] for l in singles.labels])
+    tokens = tokenize([prompt(p) for p in vocab.phrases], context_length=clip.context_length)
+    text = F.normalize(clip.encode_text(tokens.to(clip.device)), dim=-1)
+    preds = []
+    for start in range(0, count, 256):
+        images, _ = singles.batch(range(start, min(count, start + 256)))
+        emb = F.normalize(clip.encode_image(normalize(images).to(clip.device)), dim=-1)
+        preds.append((emb @ text.t()).argmax(1).cpu().numpy())
+    pred = np.concatenate(preds)
+    attrs_t, attrs_p = np.array(vocab.attributes)[truth], np.array(vocab.attributes)[pred]
+    unseen = vocab.is_unseen()[truth]
+    result = {
+        "seen": float((pred == truth)[~unseen].mean()),
+        "unseen": float((pred == truth)[unseen].mean()) if unseen.any() else float("nan"),
+    }
+    for k, name in enumerate(["colour", "pattern", "shape"]):
+        result[name] = float((attrs_t[:, k] == attrs_p[:, k]).mean())
+    return result
+
+
+def save_clip(clip: CLIP, path: Path, meta: dict) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    state = {k: v.detach().contiguous() for k, v in clip.state_dict().items()}
+    save_file(state, str(tmp))
+    os.replace(tmp, path)
+    path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
+
+
+def load_clip_file(path: Path, config: CLIPConfig) -> CLIP:
+    from safetensors.torch import load_file
+
+    clip = build_clip(config)
+    clip.load_state_dict(load_file(str(path)))
+    return clip.eval()
+
+
+def pretrained_tiny_clip(
+    config: PretrainConfig, world: WorldConfig, seed: int = 0, use_cache: bool = True,
+    progress: bool = True, log: Callable[[str], None] = print,
+) -> Tuple[CLIP, dict]:
+    """The cached tiny CLIP for this config and seed, training (and caching) it if needed.
+
+    The cache file is ``cache_dir()/tiny-clip-<hash>.safetensors``; the hash covers the CLIP,
+    pretraining and world configs and the seed. ``use_cache=False`` retrains and overwrites.
+    """
+    path = cache_dir() / f"tiny-clip-{cache_key(config, world, seed)}.safetensors"
+    if use_cache and path.is_file():
+        try:
+            clip = load_clip_file(path, config.clip)
+            meta = json.loads(path.with_suffix(".json").read_text())
+            meta["cached"] = True
+            log(f"stage 1/3: tiny CLIP loaded from cache {path}")
+            return clip, meta
+        except Exception as exc:  # a corrupt cache is rebuilt, not fatal
+            log(f"stage 1/3: ignoring unreadable cache {path} ({exc})")
+    clip, stats = pretrain_clip(config, world, seed, progress, log)
+    meta = {"seed": seed, "pretrain": config.to_dict(), **stats}
+    meta["zero_shot"] = zero_shot_accuracy(clip, world)
+    try:
+        save_clip(clip, path, meta)
+        log(f"stage 1/3: tiny CLIP trained in {stats['train_seconds']:.0f} s, cached at {path}")
+    except OSError as exc:
+        log(f"stage 1/3: could not write the cache {path} ({exc})")
+    meta["cached"] = False
+    return clip, meta
+
+
+def _bar(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, disable=not enabled, mininterval=1.0, dynamic_ncols=True)

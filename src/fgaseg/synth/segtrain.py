@@ -1,0 +1,127 @@
+"""Stage 2: train FGAseg on segmentation of the *seen* classes only.
+
+Each step takes a batch of training scenes (which contain seen classes only) and a class list
+made of every class present in the batch plus random seen negatives, so that
+``batch × classes`` stays near a fixed number of (image, class) pairs — the head's cost grows
+with it. Labels are remapped to positions in that list; background stays 255.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from fgaseg.synth.world import SceneSet
+
+
+@dataclass
+class SegTrainConfig:
+    """Budget and optimiser of the segmentation stage."""
+
+    steps: int = 400
+    batch_size: int = 16
+    classes_per_step: int = 32  # batch_size * classes_per_step ~= 500 (image, class) pairs
+    lr: float = 1e-3
+    clip_lr_multiplier: float = 0.1
+    weight_decay: float = 1e-4
+    warmup_steps: int = 20
+    grad_clip: float = 1.0
+    num_train_scenes: int = 4000
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def sample_classes(
+    present: np.ndarray, seen_ids: np.ndarray, count: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Global class ids for one step: all ``present`` ones plus seen negatives, shuffled."""
+    present = np.flatnonzero(present)
+    negatives = np.setdiff1d(seen_ids, present)
+    extra = max(0, count - len(present))
+    chosen = np.concatenate([present, rng.choice(negatives, size=min(extra, len(negatives)), replace=False)])
+    return rng.permutation(chosen)
+
+
+def remap_labels(labels: torch.Tensor, class_ids: np.ndarray, ignore: int = 255) -> torch.Tensor:
+    """Global ids -> positions in ``class_ids``; ids not in the list and ``ignore`` -> ``ignore``."""
+    lookup = torch.full((256,), ignore, dtype=torch.int64)
+    lookup[torch.as_tensor(class_ids, dtype=torch.int64)] = torch.arange(len(class_ids))
+    return lookup[labels]
+
+
+def _augment(images: torch.Tensor, labels: torch.Tensor, rng: np.random.Generator):
+    """Random horizontal/vertical flips of images ``(B, 3, H, W)`` and labels ``(B, H, W)``."""
+    if rng.random() < 0.5:
+        images, labels = images.flip(-1), labels.flip(-1)
+    if rng.random() < 0.5:
+        images, labels = images.flip(-2), labels.flip(-2)
+    return images, labels
+
+
+def build_optimizer(model, config: SegTrainConfig) -> torch.optim.Optimizer:
+    groups = model.parameter_groups(
+        lr=config.lr, clip_lr_multiplier=config.clip_lr_multiplier, weight_decay=config.weight_decay
+    )
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+def lr_factor(step: int, config: SegTrainConfig) -> float:
+    """Linear warm-up, then cosine decay to zero."""
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    return 0.5 * (1 + np.cos(np.pi * min(1.0, progress)))
+
+
+def train_segmentation(
+    model, scenes: SceneSet, config: SegTrainConfig, seed: int = 0, progress: bool = True,
+    desc: str = "stage 2/3: train FGAseg", log: Optional[Callable[[str], None]] = None,
+) -> Dict[str, object]:
+    """Train ``model`` in place on ``scenes`` (seen classes only); returns timing and losses."""
+    from tqdm.auto import tqdm
+
+    vocab = scenes.vocab
+    seen_ids = np.asarray(vocab.seen_ids)
+    if scenes.present[:, list(vocab.unseen_ids)].any():
+        raise ValueError("segmentation training scenes must not contain unseen classes")
+    rng = np.random.default_rng([seed, 42])
+    torch.manual_seed(seed)
+    optimizer = build_optimizer(model, config)
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    trainable = [p for g in optimizer.param_groups for p in g["params"]]
+    device = next(model.parameters()).device
+    model.train()
+    start = time.time()
+    history: List[Dict[str, float]] = []
+    bar = tqdm(total=config.steps, desc=desc, disable=not progress, mininterval=1.0, dynamic_ncols=True)
+    for step in range(config.steps):
+        indices = rng.choice(len(scenes), size=config.batch_size, replace=False)
+        images, labels = _augment(*scenes.batch(indices), rng)
+        class_ids = sample_classes(scenes.present[indices].any(0), seen_ids, config.classes_per_step, rng)
+        targets = remap_labels(labels, class_ids)
+        names = [vocab.phrases[i] for i in class_ids]
+        for group, base in zip(optimizer.param_groups, base_lrs):
+            group["lr"] = base * lr_factor(step, config)
+        out = model(images.to(device), names, targets.to(device))
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        if config.grad_clip:
+            torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
+        optimizer.step()
+        history.append({k: float(v.detach()) for k, v in out.losses.items()} | {"loss": float(out.loss.detach())})
+        bar.update(1)
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{np.mean([h['loss'] for h in history[-20:]]):.3f}")
+    bar.close()
+    model.eval()
+    tail = history[-20:]
+    return {
+        "seconds": round(time.time() - start, 1),
+        "seconds_per_step": round((time.time() - start) / max(1, config.steps), 3),
+        "final_losses": {k: float(np.mean([h[k] for h in tail])) for k in tail[0]} if tail else {},
+    }

@@ -1,0 +1,59 @@
+"""Metrics, class sampling and label remapping of the synthetic benchmark."""
+
+import math
+
+import numpy as np
+import torch
+
+from fgaseg.synth.evaluate import confusion_matrix, harmonic_mean, iou_per_class, summarize
+from fgaseg.synth.report import fmt_mean_std, mean_std_table
+from fgaseg.synth.segtrain import remap_labels, sample_classes
+
+
+def test_iou_matches_a_hand_count():
+    truth = np.array([[0, 0, 1], [1, 2, 255]])
+    pred = np.array([[0, 1, 1], [1, 0, 2]])
+    conf = confusion_matrix(pred, truth, 3)
+    assert conf.sum() == 5  # the ignore pixel is not counted
+    iou = iou_per_class(conf)
+    # class 0: tp 1, gt 2, pred 2 -> 1/3; class 1: tp 2, gt 2, pred 3 -> 2/3; class 2: tp 0 -> 0
+    np.testing.assert_allclose(iou, [1 / 3, 2 / 3, 0.0])
+
+
+def test_absent_classes_are_left_out_and_seen_unseen_are_split():
+    truth = np.array([[0, 0, 1, 1]])
+    pred = np.array([[0, 0, 1, 2]])
+    conf = confusion_matrix(pred, truth, 4)
+    result = summarize(conf, unseen_mask=np.array([False, True, True, True]))
+    assert math.isnan(iou_per_class(conf)[3]) and math.isnan(iou_per_class(conf)[2])
+    assert result["mIoU_seen"] == 100.0
+    assert result["mIoU_unseen"] == 50.0
+    assert abs(result["hIoU"] - 2 * 100 * 50 / 150) < 1e-9
+    assert harmonic_mean(0.0, 0.0) == 0.0
+
+
+def test_sample_classes_keeps_present_and_adds_only_seen_negatives():
+    rng = np.random.default_rng(0)
+    seen = np.arange(0, 54)
+    present = np.zeros(72, dtype=bool)
+    present[[1, 5, 9]] = True
+    chosen = sample_classes(present, seen, 10, rng)
+    assert len(chosen) == len(set(chosen.tolist())) == 10
+    assert {1, 5, 9} <= set(chosen.tolist()) and set(chosen.tolist()) <= set(seen.tolist())
+    many = np.zeros(72, dtype=bool)
+    many[:20] = True
+    assert len(sample_classes(many, seen, 10, rng)) == 20  # never drops a present class
+
+
+def test_remap_labels_to_positions_in_the_class_list():
+    labels = torch.tensor([[7, 3, 255], [3, 9, 7]])
+    out = remap_labels(labels, np.array([3, 7]))
+    assert out.tolist() == [[1, 0, 255], [0, 255, 1]]
+
+
+def test_mean_std_table_reports_paired_differences():
+    groups = {"full": [{"mIoU_seen": 10, "mIoU_unseen": 8, "hIoU": 9}, {"mIoU_seen": 12, "mIoU_unseen": 8, "hIoU": 11}],
+              "off": [{"mIoU_seen": 9, "mIoU_unseen": 7, "hIoU": 8}, {"mIoU_seen": 10, "mIoU_unseen": 7, "hIoU": 8}]}
+    table = mean_std_table(groups, reference="full")
+    assert "| off | 2 | 9.5 ± 0.7 | 7.0 ± 0.0 | 8.0 ± 0.0 | -2.0 ± 1.4 |" in table
+    assert fmt_mean_std([1.0]) == "1.0" and fmt_mean_std([]) == "–"
