@@ -273,3 +273,52 @@ def official_state_dict_spec(variant: "str | OfficialVariant") -> Dict[str, Shap
 def variant(name: str, **changes) -> OfficialVariant:
     """A named variant with some fields changed."""
     return replace(VARIANTS[name], **changes)
+
+
+# ----------------------------------------------------------------------------- test state dicts
+def swin_shift_mask(resolution: int, window: int, shift: int):
+    """The official shifted-window mask (num_windows, window², window²): 0 / -100.
+
+    Regions: rows and columns are each split into [0, R-window), [R-window, R-shift),
+    [R-shift, R); two tokens of a window may attend to each other only in the same region.
+    """
+    import torch
+
+    region = torch.zeros(resolution, dtype=torch.long)
+    region[resolution - window:resolution - shift] = 1
+    region[resolution - shift:] = 2
+    labels = region[:, None] * 3 + region[None, :]  # (R, R)
+    n = resolution // window
+    windows = labels.view(n, window, n, window).permute(0, 2, 1, 3).reshape(n * n, window * window)
+    same = windows[:, :, None] == windows[:, None, :]
+    return torch.where(same, 0.0, -100.0)
+
+
+def make_official_state_dict(variant_or_name, *, seed: int = 0, std: float = 0.02, fast_fill: bool = False):
+    """A state dict with exactly the official names and shapes (random values, valid buffers).
+
+    ``fast_fill=True`` fills big tensors with a cheap deterministic pattern instead of Gaussian
+    noise (for the ViT-L test, where RNG over 430M values would dominate the run time).
+    """
+    import torch
+
+    v = VARIANTS[variant_or_name] if isinstance(variant_or_name, str) else variant_or_name
+    generator = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, shape in official_state_dict_spec(v).items():
+        if key.endswith("num_batches_tracked"):
+            state[key] = torch.tensor(1000, dtype=torch.long)
+        elif key.endswith("attn_mask"):
+            state[key] = swin_shift_mask(v.feature_resolution, v.window_size, v.window_size // 2)
+        elif key.endswith("running_var"):
+            state[key] = torch.rand(shape, generator=generator) + 0.5
+        elif fast_fill and len(shape) >= 2:
+            numel = 1
+            for s in shape:
+                numel *= s
+            state[key] = (torch.arange(numel, dtype=torch.float32).remainder_(97.0).sub_(48.0).mul_(std / 28.0)).view(shape)
+        else:
+            state[key] = torch.randn(shape, generator=generator) * std
+            if key.endswith(("ln_1.weight", "ln_2.weight", "norm.weight", "norm1.weight", "norm2.weight")):
+                state[key] += 1.0
+    return state

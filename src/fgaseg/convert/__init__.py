@@ -1,1 +1,26 @@
-"""Converter for the official CAT-Seg / FGA-seg detectron2 checkpoints."""
+"""Converter for the official CAT-Seg / FGA-seg detectron2 checkpoints (see docs/checkpoints.md)."""
+
+from fgaseg.convert.architecture import OfficialArchitecture, infer_architecture
+from fgaseg.convert.official import (
+    PREFIX_TABLE,
+    convert_official_checkpoint,
+    convert_official_model_dict,
+    is_official_checkpoint,
+    load_official_model_dict,
+    official_to_ours,
+    ours_to_official,
+)
+from fgaseg.convert.reading import read_checkpoint_file
+
+__all__ = [
+    "PREFIX_TABLE",
+    "OfficialArchitecture",
+    "convert_official_checkpoint",
+    "convert_official_model_dict",
+    "infer_architecture",
+    "is_official_checkpoint",
+    "load_official_model_dict",
+    "official_to_ours",
+    "ours_to_official",
+    "read_checkpoint_file",
+]

@@ -10,6 +10,8 @@ trainer state) hold other objects; use it only for files from a source you trust
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 import os
 import pickle
@@ -38,7 +40,9 @@ _NUMPY_GLOBALS = {
     ("numpy._core.multiarray", "scalar"),
     ("numpy._core.numeric", "_frombuffer"),
 }
-_NUMPY_DTYPE_MODULES = ("numpy.dtypes", "numpy")  # numpy>=1.25 pickles dtypes as numpy.dtypes.Float32DType
+_HAS_NUMPY_CORE_PRIVATE = importlib.util.find_spec("numpy._core") is not None
+# torch.save's legacy (non-zip) format starts with this pickled magic number
+_LEGACY_TORCH_MAGIC = 0x1950A86A20F9469CFC6C
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
@@ -46,6 +50,8 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _NUMPY_GLOBALS or (module == "numpy.dtypes" and name.endswith("DType")):
+            if module.startswith("numpy.core.") and _HAS_NUMPY_CORE_PRIVATE:
+                module = "numpy._core." + module[len("numpy.core."):]  # numpy 2 renamed it
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing to load global {module}.{name}")
 
@@ -53,11 +59,12 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 def _numpy_safe_globals() -> list:
     """numpy callables torch's weights-only unpickler may need for arrays stored in a .pth."""
     found = []
+    prefix = "numpy._core." if _HAS_NUMPY_CORE_PRIVATE else "numpy.core."
     for module_name, name in sorted(_NUMPY_GLOBALS):
-        if not module_name.startswith("numpy"):
+        if not module_name.startswith(prefix) and module_name != "numpy":
             continue
         try:
-            module = __import__(module_name, fromlist=[name])
+            module = importlib.import_module(module_name)
             found.append(getattr(module, name))
         except (ImportError, AttributeError):
             continue
@@ -139,13 +146,16 @@ def read_checkpoint_file(path: PathLike, *, allow_pickle: bool = False) -> Any:
 
 
 def _read_legacy_or_numpy_pickle(path: Path, allow_pickle: bool) -> Any:
-    try:
+    # a detectron2 .pkl is one pickle of numpy arrays; a legacy torch.save file starts with a
+    # pickled magic number followed by more pickles, which torch.load reads
+    if allow_pickle:
+        with open(path, "rb") as handle:
+            obj = pickle.load(handle, encoding="latin1")
+    else:
+        obj = _read_numpy_pickle(path)
+    if isinstance(obj, int) and obj == _LEGACY_TORCH_MAGIC:
         return _torch_load(path, allow_pickle)
-    except (RuntimeError, pickle.UnpicklingError) as exc:
-        # torch rejects plain pickles ("Invalid magic number"); read them as numpy pickles
-        if "magic number" not in str(exc).lower():
-            raise
-    return _read_numpy_pickle(path)
+    return obj
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,0 +1,154 @@
+"""Reading official checkpoints safely, recognising them, and one-line errors for bad files."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from fgaseg.convert import (
+    convert_official_checkpoint,
+    is_official_checkpoint,
+    load_official_model_dict,
+    read_checkpoint_file,
+)
+from fgaseg.errors import WeightsError
+
+from official_keys import VARIANTS, make_official_state_dict, official_state_dict_spec
+
+
+@pytest.fixture(scope="module")
+def catseg_b16_state():
+    return make_official_state_dict("catseg_vitb16", seed=1)
+
+
+def _one_line(exc: pytest.ExceptionInfo) -> str:
+    message = str(exc.value)
+    assert "\n" not in message and message
+    return message
+
+
+def test_detectron2_pth_roundtrip(tmp_path, catseg_b16_state):
+    path = tmp_path / "model_final.pth"
+    torch.save({"model": catseg_b16_state, "iteration": 79999, "trainer": {"iteration": 79999}}, path)
+    assert is_official_checkpoint(path)
+    model = load_official_model_dict(path)
+    assert set(model) == set(official_state_dict_spec("catseg_vitb16"))
+    key = "sem_seg_head.predictor.transformer.conv1.weight"
+    assert torch.equal(model[key], catseg_b16_state[key])
+
+
+def test_detectron2_pkl_of_numpy_arrays(tmp_path, catseg_b16_state):
+    path = tmp_path / "model_final.pkl"
+    numpy_model = {key: value.numpy() for key, value in catseg_b16_state.items()}
+    with open(path, "wb") as handle:
+        pickle.dump({"model": numpy_model, "__author__": "detectron2", "matching_heuristics": True}, handle)
+    assert is_official_checkpoint(path)
+    model = load_official_model_dict(path)
+    key = "upsample1.weight"
+    assert isinstance(model[key], torch.Tensor)
+    assert torch.equal(model[key], catseg_b16_state[key])
+
+
+def test_bare_model_dict_with_ddp_prefix(catseg_b16_state):
+    wrapped = {"module." + key: value for key, value in catseg_b16_state.items()}
+    assert is_official_checkpoint(wrapped)
+    assert set(load_official_model_dict(wrapped)) == set(catseg_b16_state)
+
+
+def test_pickle_with_code_is_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("owned",))
+
+    path = tmp_path / "evil.pkl"
+    with open(path, "wb") as handle:
+        pickle.dump({"model": {"sem_seg_head.predictor.x": Evil()}}, handle)
+    with pytest.raises(WeightsError) as exc:
+        read_checkpoint_file(path)
+    assert "allow-pickle" in _one_line(exc)
+
+
+def test_pth_with_objects_is_refused_unless_allowed(tmp_path, catseg_b16_state):
+    path = tmp_path / "objects.pth"
+    torch.save({"model": catseg_b16_state, "cfg": pickle.PickleError("x")}, path)
+    with pytest.raises(WeightsError) as exc:
+        read_checkpoint_file(path)
+    assert "allow_pickle" in _one_line(exc)
+    assert "model" in read_checkpoint_file(path, allow_pickle=True)
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "folder", "text", "truncated", "garbage_zip"])
+def test_unreadable_files_give_one_line_errors(tmp_path, catseg_b16_state, case):
+    path = tmp_path / "ckpt.pth"
+    if case == "empty":
+        path.write_bytes(b"")
+    elif case == "folder":
+        path.mkdir()
+    elif case == "text":
+        path.write_text("not a checkpoint\n")
+    elif case == "truncated":
+        small = {k: v for k, v in list(catseg_b16_state.items())[:20]}
+        torch.save({"model": small}, path)
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    elif case == "garbage_zip":
+        path.write_bytes(b"PK\x03\x04" + bytes(range(256)) * 10)
+    with pytest.raises(WeightsError) as exc:
+        convert_official_checkpoint(path)
+    assert str(path) in _one_line(exc)
+
+
+def test_truncated_pickle_gives_one_line_error(tmp_path):
+    path = tmp_path / "model.pkl"
+    data = pickle.dumps({"model": {"sem_seg_head.predictor.a": np.zeros((100, 100), np.float32)}})
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(WeightsError) as exc:
+        convert_official_checkpoint(path)
+    assert "truncated or corrupt" in _one_line(exc)
+
+
+def test_foreign_checkpoints_are_recognised_as_such(tmp_path):
+    # a SAM-like checkpoint: a flat dict of image_encoder/prompt_encoder/mask_decoder tensors
+    sam = {
+        "image_encoder.patch_embed.proj.weight": torch.zeros(8, 3, 16, 16),
+        "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix": torch.zeros(2, 4),
+        "mask_decoder.iou_token.weight": torch.zeros(1, 8),
+    }
+    path = tmp_path / "sam_vit_b.pth"
+    torch.save(sam, path)
+    assert not is_official_checkpoint(path)
+    with pytest.raises(WeightsError) as exc:
+        convert_official_checkpoint(path)
+    message = _one_line(exc)
+    assert "not an official CAT-Seg / FGA-seg checkpoint" in message and "image_encoder" in message
+
+    plain = tmp_path / "random.pkl"
+    with open(plain, "wb") as handle:
+        pickle.dump([1, 2, 3], handle)
+    assert not is_official_checkpoint(plain)
+    with pytest.raises(WeightsError):
+        convert_official_checkpoint(plain)
+
+
+def test_variants_have_distinct_key_sets():
+    specs = {name: official_state_dict_spec(name) for name in VARIANTS}
+    assert len({tuple(sorted(spec.items())) for spec in specs.values()}) == len(specs)
+
+
+def test_legacy_torch_format_and_allow_pickle_for_plain_pickles(tmp_path):
+    small = {"model": {"sem_seg_head.predictor.transformer.conv1.weight": torch.randn(4, 1, 7, 7)}}
+    legacy = tmp_path / "legacy.pth"
+    torch.save(small, legacy, _use_new_zipfile_serialization=False)
+    assert is_official_checkpoint(legacy)
+    loaded = read_checkpoint_file(legacy)
+    assert torch.equal(loaded["model"]["sem_seg_head.predictor.transformer.conv1.weight"],
+                       small["model"]["sem_seg_head.predictor.transformer.conv1.weight"])
+    plain = tmp_path / "plain.pkl"
+    with open(plain, "wb") as handle:
+        pickle.dump({"model": {k: v.numpy() for k, v in small["model"].items()}}, handle)
+    for allow in (False, True):
+        loaded = read_checkpoint_file(plain, allow_pickle=allow)
+        assert isinstance(loaded["model"]["sem_seg_head.predictor.transformer.conv1.weight"], torch.Tensor)
