@@ -106,9 +106,12 @@ def _predict_one(segmenter: Any, source: Any, names: list[str], *, sliding: bool
     with torch.no_grad():
         logits = segmenter.segment_logits(pixels.to(_segmenter_device(segmenter)), names,
                                           sliding=sliding, topk=topk)
-    if logits.ndim != 4 or logits.shape[0] != 1 or logits.shape[1] != len(names):
+    # a segmenter may add channels (e.g. "background" of the training-free mode)
+    output_names = (list(segmenter.output_class_names(names))
+                    if hasattr(segmenter, "output_class_names") else names)
+    if logits.ndim != 4 or logits.shape[0] != 1 or logits.shape[1] != len(output_names):
         raise RuntimeError(f"segmenter returned scores of shape {tuple(logits.shape)}, "
-                           f"expected (1, {len(names)}, H, W)")
+                           f"expected (1, {len(output_names)}, H, W)")
     logits = logits[0].float()
     if tuple(logits.shape[-2:]) != infer_size:
         logits = F.interpolate(logits[None], size=infer_size, mode="bilinear",
@@ -122,7 +125,7 @@ def _predict_one(segmenter: Any, source: Any, names: list[str], *, sliding: bool
     result = SegmentationResult(
         labels=labels.to("cpu", torch.int64).numpy(),
         scores=logits.to("cpu").numpy().astype(np.float32, copy=False),
-        class_names=list(names),
+        class_names=list(output_names),
         image=to_uint8(rgb) if keep_image else None,
         source=describe(source),
     )
