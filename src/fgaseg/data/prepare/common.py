@@ -1,0 +1,77 @@
+"""Shared helpers of the conversion scripts: resumable loops and atomic image writes."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Callable, Iterable, Optional, Sequence, Tuple
+
+import numpy as np
+
+from fgaseg.errors import DatasetError
+
+Job = Tuple[object, Path]  # (input, output file)
+
+
+def save_atomic(array: np.ndarray, path: Path, fmt: Optional[str] = None) -> None:
+    """Save an image array (uint8 / uint16) via a temporary file + rename."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = fmt or ("TIFF" if path.suffix.lower() in (".tif", ".tiff") else
+                  "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG")
+    tmp = path.with_name(f".{path.name}.tmp")
+    image = Image.fromarray(array)
+    image.save(tmp, fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    os.replace(tmp, path)
+
+
+def run_jobs(jobs: Sequence[Job], convert: Callable[[object, Path], None], desc: str,
+             progress: bool = True) -> Tuple[int, int]:
+    """``convert(input, output)`` for every job whose output does not exist yet.
+
+    Returns ``(converted, skipped)``. Outputs already present (from a previous, interrupted
+    run) are skipped, so a conversion can be stopped and restarted at any time.
+    """
+    todo = [job for job in jobs if not Path(job[1]).exists()]
+    skipped = len(jobs) - len(todo)
+    iterator: Iterable[Job] = todo
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(todo, desc=desc, unit="img", initial=0, total=len(todo))
+    for source, output in iterator:
+        convert(source, Path(output))
+    return len(todo), skipped
+
+
+def require_dir(path: Path, hint: str) -> Path:
+    if not path.is_dir():
+        raise DatasetError(f"{path} not found: {hint}")
+    return path
+
+
+def base_parser(description: str, default_root: str = "datasets") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("root", nargs="?", default=os.environ.get("DETECTRON2_DATASETS",
+                                                                  default_root),
+                        help="folder holding the datasets (default: $DETECTRON2_DATASETS or "
+                             "./datasets)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def main_wrapper(run: Callable[[argparse.Namespace], None], parser: argparse.ArgumentParser,
+                 argv: Optional[Sequence[str]] = None) -> int:
+    import sys
+
+    from fgaseg.errors import FGASegError
+
+    args = parser.parse_args(argv)
+    try:
+        run(args)
+    except FGASegError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,108 @@
+"""Atomic training checkpoints.
+
+A checkpoint is written to a temporary file in the same folder, flushed to disk, then renamed
+over the target (``os.replace`` is atomic on POSIX and Windows): a process killed while saving
+leaves the previous checkpoint intact. ``last.pt`` always names the newest one; numbered copies
+``step_0005000.pt`` are kept for the last ``keep`` saves.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+import numpy as np
+import torch
+
+from fgaseg.errors import WeightsError
+
+LAST = "last.pt"
+
+
+def atomic_torch_save(obj: Any, path: Union[str, Path]) -> None:
+    """``torch.save`` to ``path`` via a temporary file + rename (never a half-written file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def save_checkpoint(state: Dict[str, Any], folder: Union[str, Path], step: int,
+                    keep: int = 2) -> Path:
+    """Write ``folder/last.pt`` (and ``step_XXXXXXX.pt`` when ``keep > 0``) atomically."""
+    folder = Path(folder)
+    atomic_torch_save(state, folder / LAST)
+    if keep > 0:
+        numbered = folder / f"step_{step:07d}.pt"
+        # a hard link shares the bytes of last.pt; fall back to a second atomic write
+        try:
+            tmp = folder / f".{numbered.name}.link"
+            if tmp.exists():
+                tmp.unlink()
+            os.link(folder / LAST, tmp)
+            os.replace(tmp, numbered)
+        except OSError:
+            atomic_torch_save(state, numbered)
+        for old in list_checkpoints(folder)[:-keep]:
+            old.unlink(missing_ok=True)
+    return folder / LAST
+
+
+def list_checkpoints(folder: Union[str, Path]) -> List[Path]:
+    """Numbered checkpoints in ``folder``, oldest first."""
+    return sorted(Path(folder).glob("step_*.pt"))
+
+
+def find_resume_checkpoint(path: Union[str, Path]) -> Optional[Path]:
+    """``path`` itself if a file, else ``path/last.pt`` or ``path/checkpoints/last.pt``."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    for candidate in (path / LAST, path / "checkpoints" / LAST):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_checkpoint(path: Union[str, Path]) -> Dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint` onto the CPU."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise WeightsError(f"checkpoint not found: {path}") from None
+    except Exception as exc:  # truncated / foreign file
+        raise WeightsError(f"cannot read checkpoint {path}: {exc.__class__.__name__}") from None
+    if not isinstance(state, dict) or "model" not in state or "step" not in state:
+        raise WeightsError(f"{path} is not an fgaseg training checkpoint")
+    return state
+
+
+def rng_state() -> Dict[str, Any]:
+    """RNG states of python, numpy, torch (CPU and, if present, every CUDA device)."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(),
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
