@@ -1,0 +1,51 @@
+"""`fgaseg convert`: turn an official CAT-Seg / FGA-seg detectron2 checkpoint into an fgaseg folder.
+
+The folder (``config.json`` + ``model.safetensors``) loads with ``FGASeg.from_pretrained(DIR)``
+and ``fgaseg segment --weights DIR``. The architecture (ViT-B/16 or ViT-L/14@336px, fast or
+plain decoder, fusion, P2Tformer layers, LCS kernel, prompt templates) is read from the
+checkpoint itself. Exit codes: 0 done, 2 unreadable / foreign / incomplete checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from fgaseg.errors import ConfigError
+
+HELP = "convert an official CAT-Seg / FGA-seg detectron2 checkpoint"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", metavar="CKPT",
+                        help="official model_final.pth / .pkl (detectron2 format, CLIP included)")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="output folder for config.json + model.safetensors")
+    parser.add_argument("--force", action="store_true",
+                        help="write into DIR even if it already holds an fgaseg model")
+    parser.add_argument("--allow-pickle", action="store_true",
+                        help="allow Python objects besides tensors in the file (only for files "
+                             "from a source you trust; unpickling can run code)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from fgaseg.convert.official import convert_official_model_dict, load_official_model_dict
+    from fgaseg.model import FGASeg
+
+    out_dir = Path(args.out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir} exists and is not a folder")
+    if (out_dir / "model.safetensors").exists() and not args.force:
+        raise ConfigError(f"{out_dir} already holds a model; pass --force to overwrite it")
+    started = time.perf_counter()
+    official = load_official_model_dict(args.checkpoint, allow_pickle=args.allow_pickle)
+    arch, config, state = convert_official_model_dict(official)
+    print(f"checkpoint: {arch.describe()} ({len(state)} tensors)")
+    model = FGASeg(config)
+    model.load_state_dict(state, strict=True)
+    del official, state
+    model.save_pretrained(out_dir)
+    print(f"wrote {out_dir} in {time.perf_counter() - started:.1f} s; run it with: "
+          f"fgaseg segment IMAGE --weights {out_dir} --classes \"cat, grass, sky\" --out results")
+    return 0
