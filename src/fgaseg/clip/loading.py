@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Dict, Optional, Tuple, Union
@@ -68,7 +69,10 @@ def _read_file(path: Path) -> Tuple[dict, Dict[str, str]]:
                 metadata = handle.metadata() or {}
                 return {key: handle.get_tensor(key) for key in handle.keys()}, metadata
         if kind == "zip" and _is_torchscript(path):
-            return dict(torch.jit.load(str(path), map_location="cpu").state_dict()), {}
+            with warnings.catch_warnings():  # torch.jit is deprecated but OpenAI ships archives
+                warnings.simplefilter("ignore", DeprecationWarning)
+                archive = torch.jit.load(str(path), map_location="cpu")
+            return dict(archive.state_dict()), {}
         return torch.load(str(path), map_location="cpu", weights_only=True), {}
     except WeightsError:
         raise
