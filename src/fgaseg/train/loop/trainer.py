@@ -57,6 +57,26 @@ class TrainResult:
 StepCallback = Callable[["Trainer", int], None]
 
 
+class _TupleOutput(nn.Module):
+    """Wraps the model so DDP sees its output as a tuple of tensors (``find_unused_parameters``
+    finds the used parameters by walking from the output tensors, whatever the output class)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images, class_names, targets):
+        out = self.model(images, class_names, targets)
+        return StepOutput(out.loss, dict(out.losses), getattr(out, "logits", None))
+
+
+@dataclass
+class StepOutput:
+    loss: torch.Tensor
+    losses: Dict[str, torch.Tensor]
+    logits: Optional[torch.Tensor] = None
+
+
 def _amp_dtype(mode: str, device: torch.device) -> Optional[torch.dtype]:
     if device.type != "cuda" or mode == "off":
         return None
@@ -123,7 +143,7 @@ class Trainer:
 
         device_ids = [self.device.index] if self.device.type == "cuda" else None
         return DistributedDataParallel(
-            self.model, device_ids=device_ids,
+            _TupleOutput(self.model), device_ids=device_ids,
             find_unused_parameters=self.config.ddp_find_unused_parameters)
 
     def _loader(self) -> DataLoader:
@@ -196,6 +216,10 @@ class Trainer:
             finite = not dist_utils.any_true(not bool(torch.isfinite(loss)), self.device)
             if finite:
                 self.scaler.scale(loss / self.config.grad_accum).backward()
+            elif self.ddp is not self.model:
+                # DDP's reducer expects the backward of every forward it saw; run it through the
+                # same graph (the gradients are discarded: this step is skipped everywhere)
+                (loss * 0.0).backward()
         return out, finite
 
     def train(self, resume: Optional[Path] = None) -> TrainResult:
@@ -240,7 +264,9 @@ class Trainer:
                         self.scaler.update()
                     else:
                         finite = False
-                self.scheduler.step()
+                with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()"
+                    warnings.simplefilter("ignore", UserWarning)  # is expected after a skip
+                    self.scheduler.step()
                 self.step += 1
                 if finite:
                     consecutive = 0

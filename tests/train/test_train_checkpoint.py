@@ -1,0 +1,56 @@
+"""Atomic checkpoints: a save that dies half-way leaves the previous checkpoint loadable."""
+
+import os
+
+import pytest
+import torch
+
+from fgaseg.errors import WeightsError
+from fgaseg.train import checkpoint as ckpt
+
+
+class Killed(BaseException):
+    pass
+
+
+def test_crash_while_saving_keeps_previous(tmp_path, monkeypatch):
+    folder = tmp_path / "checkpoints"
+    old = {"model": {"w": torch.arange(1000.0)}, "step": 1}
+    ckpt.save_checkpoint(old, folder, step=1, keep=2)
+
+    real_save = torch.save
+
+    def dying_save(obj, handle, *args, **kwargs):
+        handle.write(b"PK\x03\x04 half a checkpoint")  # some bytes reach the disk ...
+        handle.flush()
+        raise Killed()                                 # ... then the process dies
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(Killed):
+        ckpt.save_checkpoint({"model": {"w": torch.zeros(1000)}, "step": 2}, folder, step=2)
+    monkeypatch.setattr(torch, "save", real_save)
+
+    state = ckpt.load_checkpoint(ckpt.find_resume_checkpoint(tmp_path))
+    assert state["step"] == 1
+    torch.testing.assert_close(state["model"]["w"], old["model"]["w"])
+    assert not [p for p in os.listdir(folder) if p.endswith(".tmp")]  # temp file cleaned up
+    assert [p.name for p in ckpt.list_checkpoints(folder)] == ["step_0000001.pt"]
+
+
+def test_keeps_only_the_last_numbered_checkpoints(tmp_path):
+    for step in range(1, 5):
+        ckpt.save_checkpoint({"model": {}, "step": step}, tmp_path, step=step, keep=2)
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step_0000003.pt",
+                                                                 "step_0000004.pt"]
+    assert ckpt.load_checkpoint(tmp_path / "last.pt")["step"] == 4
+    assert ckpt.load_checkpoint(tmp_path / "step_0000003.pt")["step"] == 3
+
+
+def test_truncated_or_foreign_file_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match="cannot read"):
+        ckpt.load_checkpoint(bad)
+    torch.save({"something": 1}, tmp_path / "other.pt")
+    with pytest.raises(WeightsError, match="not an fgaseg training checkpoint"):
+        ckpt.load_checkpoint(tmp_path / "other.pt")
