@@ -52,7 +52,8 @@ def test_query_query_attention_by_hand():
     out = query_query_attention(heads(Q), heads(K), heads(V))[0, 0].numpy()
     # row 0: q0.q = [1, 0, 1] -> tokens 0 and 2 weigh the same, so the mean of 1 and 5 with 3
     assert out[0] == pytest.approx([3.0, 4.0], abs=1e-9)
-    # row 1: q1.q = [0, 1, 1]/sqrt2 -> weights [1, e^.7071, e^.7071] / 5.0562 = [.19777, .40111, .40111]
+    # row 1: q1.q = [0, 1, 1] / sqrt2 -> weights [1, e^.7071, e^.7071] / 5.0562
+    #        = [.19777, .40111, .40111]
     assert out[1] == pytest.approx([3.40665, 4.40665], abs=1e-4)
     expected = self_attention_np(Q, V, 2**-0.5)
     np.testing.assert_allclose(out, expected, rtol=1e-9)
@@ -66,7 +67,8 @@ def test_query_query_attention_ignores_keys():
 
 def test_correlative_attention_by_hand():
     out = correlative_attention(heads(Q), heads(K), heads(V))[0, 0].numpy()
-    # row 1: k1 = 0, so softmax(k1.k) is uniform -> mean of V = [3, 4]; plus the q-q row [3.40665, 4.40665]
+    # row 1: k1 = 0, so softmax(k1.k) is uniform -> mean of V = [3, 4];
+    #        plus the q-q row [3.40665, 4.40665]
     assert out[1] == pytest.approx([6.40665, 8.40665], abs=1e-4)
     expected = self_attention_np(Q, V, 2**-0.5) + self_attention_np(K, V, 2**-0.5)
     np.testing.assert_allclose(out, expected, rtol=1e-9)
@@ -103,7 +105,8 @@ def test_neighbourhood_attention_uses_keys_and_prior():
     out = neighbourhood_attention(heads(Q), heads(K), heads(V), grid=(1, 2), std=1.0)[0, 0].numpy()
     np.testing.assert_allclose(out, self_attention_np(K, V, 2**-0.5, prior), rtol=1e-9)
     # queries are not used
-    other = neighbourhood_attention(heads(K), heads(K), heads(V), grid=(1, 2), std=1.0)[0, 0].numpy()
+    other = neighbourhood_attention(heads(K), heads(K), heads(V), grid=(1, 2), std=1.0)
+    other = other[0, 0].numpy()
     np.testing.assert_allclose(out, other, rtol=1e-12)
 
 

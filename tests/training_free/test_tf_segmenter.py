@@ -22,12 +22,18 @@ def tiny_clip():
     return build_clip("tiny", seed=0)  # patch 8, native 64x64
 
 
+def make(clip, method="clearclip", **kwargs):
+    return TrainingFreeSegmenter(clip, method=method, templates=["{}"], **kwargs)
+
+
 def images(b, h, w, seed=0):
     return torch.rand(b, 3, h, w, generator=torch.Generator().manual_seed(seed))
 
 
 @pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize("names,size", [(["cat"], (40, 72)), (NAMES_20, (37, 61)), (NAMES_171, (72, 48))])
+@pytest.mark.parametrize(
+    "names,size", [(["cat"], (40, 72)), (NAMES_20, (37, 61)), (NAMES_171, (72, 48))]
+)
 def test_runs_for_1_20_171_classes_at_non_square_sizes(tiny_clip, method, names, size):
     seg = TrainingFreeSegmenter(tiny_clip, method=method, templates=["{}"])
     out = seg.segment_logits(images(2, *size), names)
@@ -43,8 +49,8 @@ def test_permuted_classes_give_permuted_scores(tiny_clip, method):
     permuted = [NAMES_20[i] for i in perm]
     x = images(1, 48, 80, seed=1)
     # separate segmenters, so nothing is shared through the text cache
-    a = TrainingFreeSegmenter(tiny_clip, method=method, templates=["{}"]).segment_logits(x, NAMES_20)
-    b = TrainingFreeSegmenter(tiny_clip, method=method, templates=["{}"]).segment_logits(x, permuted)
+    a = make(tiny_clip, method).segment_logits(x, NAMES_20)
+    b = make(tiny_clip, method).segment_logits(x, permuted)
     torch.testing.assert_close(b, a[:, perm], atol=1e-4, rtol=1e-4)
 
 
@@ -73,14 +79,14 @@ def test_constructor_sliding_default_is_used(tiny_clip):
     x = images(1, 64, 128, seed=5)
     on = TrainingFreeSegmenter(tiny_clip, templates=["{}"], sliding=True)
     off = TrainingFreeSegmenter(tiny_clip, templates=["{}"])
-    torch.testing.assert_close(on.segment_logits(x, ["a", "b"]), off.segment_logits(x, ["a", "b"], sliding=True))
+    expected = off.segment_logits(x, ["a", "b"], sliding=True)
+    torch.testing.assert_close(on.segment_logits(x, ["a", "b"]), expected)
     assert not torch.allclose(on.segment_logits(x, ["a", "b"]), off.segment_logits(x, ["a", "b"]))
 
 
 def test_methods_give_different_scores(tiny_clip):
     x = images(1, 48, 64, seed=6)
-    outs = {m: TrainingFreeSegmenter(tiny_clip, method=m, templates=["{}"]).segment_logits(x, NAMES_20[:3])
-            for m in METHODS}
+    outs = {m: make(tiny_clip, m).segment_logits(x, NAMES_20[:3]) for m in METHODS}
     for i, a in enumerate(METHODS):
         for b in METHODS[i + 1 :]:
             assert not torch.allclose(outs[a] / outs[a].abs().max(), outs[b] / outs[b].abs().max())
@@ -90,7 +96,7 @@ def test_template_ensemble_is_mean_of_normalised_embeddings(tiny_clip):
     seg = TrainingFreeSegmenter(tiny_clip)  # the 80 ImageNet templates by default
     assert len(seg.templates) == 80
     names = ["cat", "traffic light"]
-    per_template = encode_class_names(tiny_clip, names, IMAGENET_TEMPLATES)  # (2, 80, D), normalised
+    per_template = encode_class_names(tiny_clip, names, IMAGENET_TEMPLATES)  # (2, 80, D)
     mean = per_template.mean(dim=1)
     expected = mean / mean.norm(dim=-1, keepdim=True)
     torch.testing.assert_close(seg.encode_classes(names), expected, atol=1e-5, rtol=1e-5)
@@ -100,7 +106,8 @@ def test_text_embeddings_are_cached(tiny_clip, monkeypatch):
     seg = TrainingFreeSegmenter(tiny_clip, templates=["{}"])
     calls = []
     original = tiny_clip.encode_text
-    monkeypatch.setattr(tiny_clip, "encode_text", lambda ids: calls.append(len(ids)) or original(ids))
+    counting = lambda ids: calls.append(len(ids)) or original(ids)  # noqa: E731
+    monkeypatch.setattr(tiny_clip, "encode_text", counting)
     first = seg.encode_classes(["cat", "dog"])
     again = seg.encode_classes(["dog", "cat"])
     assert calls == [2]
@@ -116,9 +123,10 @@ def test_temperature_and_logit_scale(tiny_clip):
     x = images(1, 32, 48, seed=7)
     base = TrainingFreeSegmenter(tiny_clip, templates=["{}"], logit_scale=50.0)
     assert base.logit_scale == 50.0
-    assert TrainingFreeSegmenter(tiny_clip, templates=["{}"], temperature=0.02).logit_scale == pytest.approx(50.0)
+    assert make(tiny_clip, temperature=0.02).logit_scale == pytest.approx(50.0)
     double = TrainingFreeSegmenter(tiny_clip, templates=["{}"], temperature=0.01)
-    torch.testing.assert_close(double.segment_logits(x, ["a", "b"]), 2 * base.segment_logits(x, ["a", "b"]))
+    expected = 2 * base.segment_logits(x, ["a", "b"])
+    torch.testing.assert_close(double.segment_logits(x, ["a", "b"]), expected)
     with pytest.raises(ConfigError):
         TrainingFreeSegmenter(tiny_clip, temperature=0.01, logit_scale=100.0)
 
@@ -201,7 +209,8 @@ def test_from_clip_file_and_instance(tiny_clip, tmp_path):
     from_instance = TrainingFreeSegmenter.from_clip(tiny_clip, method="naclip", templates=["{}"])
     assert from_instance.clip is tiny_clip and from_file.method == "naclip"
     x = images(1, 40, 64, seed=10)
-    torch.testing.assert_close(from_file.segment_logits(x, ["a", "b"]), from_instance.segment_logits(x, ["a", "b"]))
+    expected = from_instance.segment_logits(x, ["a", "b"])
+    torch.testing.assert_close(from_file.segment_logits(x, ["a", "b"]), expected)
 
 
 def test_small_context_length_clip():
@@ -219,3 +228,24 @@ def test_vit_b16_shaped_clip_runs():
     seg = TrainingFreeSegmenter(clip, method="clearclip", templates=["{}"])
     out = seg.segment_logits(images(1, 224, 304), ["cat", "dog", "sky"])
     assert out.shape == (1, 3, 224, 304) and torch.isfinite(out).all()
+
+
+def test_predict_end_to_end_with_predict_api(tiny_clip):
+    import numpy as np
+
+    seg = TrainingFreeSegmenter(tiny_clip, method="naclip", templates=["{}"])
+    rgb = (np.random.default_rng(0).random((45, 70, 3)) * 255).astype(np.uint8)
+    result = seg.predict(rgb, ["cat", "dog", "sky"])
+    assert result.labels.shape == (45, 70) and result.scores.shape == (3, 45, 70)
+    assert result.class_names == ["cat", "dog", "sky"]
+    assert set(np.unique(result.labels)) <= {0, 1, 2}
+    assert sum(result.pixel_share.values()) == pytest.approx(1.0)
+
+
+def test_uint8_images_are_scaled(tiny_clip):
+    seg = TrainingFreeSegmenter(tiny_clip, templates=["{}"])
+    x8 = (images(1, 32, 40, seed=11) * 255).round().to(torch.uint8)
+    expected = seg.segment_logits(x8.float() / 255, ["a", "b"])
+    torch.testing.assert_close(seg.segment_logits(x8, ["a", "b"]), expected)
+    with pytest.raises(ImageError):
+        seg.segment_logits(x8.long(), ["a"])

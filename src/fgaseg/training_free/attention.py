@@ -30,7 +30,7 @@ def _upcast(x: torch.Tensor) -> torch.Tensor:
 
 
 def _self_similarity_softmax(x: torch.Tensor, scale: float) -> torch.Tensor:
-    """Row-wise ``softmax(x x^T * scale)``: ``(B, h, L, d)`` -> ``(B, h, L, L)``, at least float32."""
+    """Row-wise ``softmax(x x^T * scale)``: ``(B, h, L, d)`` -> ``(B, h, L, L)``, >= float32."""
     x = _upcast(x)
     return torch.softmax(x @ x.transpose(-2, -1) * scale, dim=-1)
 
@@ -103,7 +103,8 @@ def neighbourhood_attention(
     h, w = grid
     if k.shape[-2] != num_prefix_tokens + h * w:
         raise ValueError(
-            f"{k.shape[-2]} tokens do not match a {h}x{w} grid with {num_prefix_tokens} prefix tokens"
+            f"{k.shape[-2]} tokens do not match a {h}x{w} grid "
+            f"with {num_prefix_tokens} prefix tokens"
         )
     kf = _upcast(k)
     logits = kf @ kf.transpose(-2, -1) * _default_scale(k, scale)

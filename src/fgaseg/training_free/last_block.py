@@ -71,13 +71,15 @@ def maskclip_last_block(block: nn.Module, x: torch.Tensor, grid: Grid) -> torch.
     keeps its own residual, as in MaskCLIP's ``return_qkv`` path.
     """
     q, k, v = project_qkv_heads(block, x)
-    return _residual_and_ffn(block, x, merge_heads_and_project(block, identity_attention(q, k, v)))
+    attended = merge_heads_and_project(block, identity_attention(q, k, v))
+    return _residual_and_ffn(block, x, attended)
 
 
 def sclip_last_block(block: nn.Module, x: torch.Tensor, grid: Grid) -> torch.Tensor:
     """SCLIP: correlative self-attention with the block's residual and FFN kept."""
     q, k, v = project_qkv_heads(block, x)
-    return _residual_and_ffn(block, x, merge_heads_and_project(block, correlative_attention(q, k, v)))
+    attended = merge_heads_and_project(block, correlative_attention(q, k, v))
+    return _residual_and_ffn(block, x, attended)
 
 
 def clearclip_last_block(block: nn.Module, x: torch.Tensor, grid: Grid) -> torch.Tensor:

@@ -69,7 +69,9 @@ class TrainingFreeSegmenter(nn.Module):
         super().__init__()
         method = str(method).lower().replace("-", "")
         if method not in LAST_BLOCKS:
-            raise ConfigError(f"unknown training-free method {method!r}; choose one of: {', '.join(METHODS)}")
+            raise ConfigError(
+                f"unknown training-free method {method!r}; choose one of: {', '.join(METHODS)}"
+            )
         templates = list(templates)
         if not templates or any(not isinstance(t, str) or "{}" not in t for t in templates):
             raise ConfigError("every prompt template must be a string with a '{}' placeholder")
@@ -102,15 +104,16 @@ class TrainingFreeSegmenter(nn.Module):
         self.text_batch_size = max(1, int(text_batch_size))
         self.cache_size = max(1, int(cache_size))
         self._text_cache: "OrderedDict[str, torch.Tensor]" = OrderedDict()
-        self.register_buffer("pixel_mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
+        mean, std = torch.tensor(CLIP_MEAN), torch.tensor(CLIP_STD)
+        self.register_buffer("pixel_mean", mean.view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", std.view(1, 3, 1, 1), persistent=False)
         self.training = False  # inference only; the CLIP's own mode is left to its owner
 
     @classmethod
     def from_clip(
         cls, source: Any, *, device: Optional[Union[str, torch.device]] = None, **kwargs: Any
     ) -> "TrainingFreeSegmenter":
-        """Build from a CLIP instance or anything ``fgaseg.clip.load_clip`` accepts (file, hub id)."""
+        """From a CLIP instance or anything ``fgaseg.clip.load_clip`` accepts (file, hub id)."""
         if isinstance(source, nn.Module):
             clip = source.to(device) if device is not None else source
         else:
@@ -131,7 +134,7 @@ class TrainingFreeSegmenter(nn.Module):
         return predict(self, image_or_list, classes, **kwargs)
 
     def output_class_names(self, class_names: Sequence[str]) -> List[str]:
-        """Names of the channels ``segment_logits`` returns (``+ "background"`` if thresholding)."""
+        """Names of the channels ``segment_logits`` returns (+ "background" if thresholding)."""
         if self.background_threshold is None:
             return list(class_names)
         return output_class_names(class_names)
@@ -145,7 +148,9 @@ class TrainingFreeSegmenter(nn.Module):
         sliding: Optional[bool] = None,
         topk: Optional[int] = None,
     ) -> torch.Tensor:
-        """Scores ``(B, T, H, W)`` for images ``(B, 3, H, W)`` in ``[0, 1]``, higher = more likely.
+        """Scores ``(B, T, H, W)``, higher = more likely, for images ``(B, 3, H, W)`` in ``[0, 1]``.
+
+        uint8 images are divided by 255.
 
         Scores are ``logit_scale * cosine``; with ``background_threshold`` they are
         log-probabilities with a "background" channel (``T + 1`` channels unless a class is
@@ -247,15 +252,21 @@ class TrainingFreeSegmenter(nn.Module):
 
     @staticmethod
     def _check_images(images: torch.Tensor) -> torch.Tensor:
-        if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
-            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-            raise ImageError(f"expected images of shape (B, 3, H, W), got {shape}")
+        if not isinstance(images, torch.Tensor):
+            raise ImageError(f"expected an image tensor (B, 3, H, W), got {type(images).__name__}")
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ImageError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
         if images.shape[0] == 0 or images.shape[-1] == 0 or images.shape[-2] == 0:
             raise ImageError(f"images are empty: shape {tuple(images.shape)}")
+        if images.dtype == torch.uint8:
+            return images.float() / 255.0
+        if not images.is_floating_point():
+            raise ImageError(f"expected float images in [0, 1] or uint8, got {images.dtype}")
         return images
 
     def extra_repr(self) -> str:
         return (
-            f"method={self.method!r}, templates={len(self.templates)}, logit_scale={self.logit_scale:g}, "
-            f"background_threshold={self.background_threshold}, window={self.window}, stride={self.stride}"
+            f"method={self.method!r}, templates={len(self.templates)}, "
+            f"logit_scale={self.logit_scale:g}, background_threshold={self.background_threshold}, "
+            f"window={self.window}, stride={self.stride}"
         )
