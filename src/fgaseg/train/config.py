@@ -8,6 +8,7 @@ field; values are parsed as YAML scalars (``1e-4``, ``true``, ``[1, 2]``).
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
@@ -80,7 +81,29 @@ class TrainConfig:
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig}
 
 
+def _coerce(value: Any, annotation: Any, name: str) -> Any:
+    """Convert YAML scalars to the field's type (YAML reads ``1e-4`` as a string)."""
+    if value is None:
+        return None
+    args = [a for a in getattr(annotation, "__args__", ()) if a is not type(None)]
+    target = args[0] if getattr(annotation, "__origin__", None) is Union and len(args) == 1 \
+        else annotation
+    try:
+        if target is float and isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            return float(value)
+        if target is int and isinstance(value, (int, str)) and not isinstance(value, bool):
+            return int(value)
+        if target is bool and isinstance(value, str):
+            if value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+                return value.lower() in ("true", "yes", "on", "1")
+            raise ValueError(value)
+    except ValueError:
+        raise ConfigError(f"config key '{name}' expects {target.__name__}, got {value!r}") from None
+    return value
+
+
 def _build(cls, values: Dict[str, Any], where: str):
+    hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
@@ -91,6 +114,8 @@ def _build(cls, values: Dict[str, Any], where: str):
             if not isinstance(value, dict):
                 raise ConfigError(f"config section '{key}' must be a mapping")
             value = _build(SECTIONS[key], value, key)
+        elif not (key == "amp" and isinstance(value, bool)):
+            value = _coerce(value, hints[key], f"{where}.{key}" if cls is not TrainConfig else key)
         kwargs[key] = value
     return cls(**kwargs)
 
@@ -98,6 +123,8 @@ def _build(cls, values: Dict[str, Any], where: str):
 def config_from_dict(values: Dict[str, Any]) -> TrainConfig:
     """Nested dict -> :class:`TrainConfig` (validated)."""
     config = _build(TrainConfig, dict(values or {}), "config")
+    if isinstance(config.amp, bool):  # YAML reads a bare `off` / `on` as a boolean
+        config.amp = "auto" if config.amp else "off"
     validate(config)
     return config
 
