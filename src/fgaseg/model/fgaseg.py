@@ -1,0 +1,272 @@
+"""`FGASeg`: the full model (CLIP + P2Tformer + alignment head + cost-aggregation decoder).
+
+Submodules: ``clip`` (fgaseg.clip.CLIP), ``p2tformer`` (official ``predictor.DCDT``, None when
+off), ``alignment_head`` (official ``predictor.proj``, None when T2Ploss is off), ``head``
+(official ``predictor.transformer``), ``upsample1`` / ``upsample2`` (transposed convs making the
+decoder guidance from the intermediate CLIP layers). See docs/model.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import OrderedDict
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fgaseg.clip import CLIP, CLIP_MEAN, CLIP_STD, build_clip, encode_class_names
+from fgaseg.errors import ClassNamesError, ConfigError, ImageError
+from fgaseg.model.alignment_head import Projector
+from fgaseg.model.config import FGASegConfig
+from fgaseg.model.decoder import FGASegDecoder
+from fgaseg.model.losses import check_targets, segmentation_losses
+from fgaseg.model.p2tformer import P2Tformer
+from fgaseg.model.parameters import apply_clip_finetune, parameter_groups
+from fgaseg.model.pretrained import load_into, resolve_source, save_pretrained
+from fgaseg.model.sliding_window import make_plan, probs_to_logits, sliding_window_probs
+
+_TEXT_CHUNK = 256  # class names encoded per CLIP text pass
+_TEXT_CACHE_SIZE = 8
+
+
+@dataclass
+class FGASegOutput:
+    """``logits (B, T, H, W)`` at the target (or input) size; unweighted named losses; weighted total."""
+
+    logits: torch.Tensor
+    losses: Dict[str, torch.Tensor] = field(default_factory=dict)
+    loss: Optional[torch.Tensor] = None
+
+
+class FGASeg(nn.Module):
+    """FGAseg open-vocabulary segmenter (CAT-Seg when all four switches are off)."""
+
+    def __init__(self, config: Optional[FGASegConfig] = None, clip: Optional[CLIP] = None) -> None:
+        super().__init__()
+        config = dataclasses.replace(config) if config is not None else FGASegConfig()
+        if clip is None:
+            clip = build_clip(config.clip_cfg())
+        elif clip.config.to_dict() != config.clip_cfg().to_dict():
+            config.clip_config = clip.config.to_dict()  # remember the backbone actually used
+        cc = clip.config
+        embed, width = cc.embed_dim, cc.vision_width
+        if any(not 0 <= i < cc.vision_layers for i in config.guidance_layers):
+            raise ConfigError(f"guidance_layers {config.guidance_layers} out of range for a "
+                              f"{cc.vision_layers}-block CLIP")
+        if config.use_p2tformer and embed % config.p2t_heads:
+            raise ConfigError(f"CLIP embed_dim {embed} is not divisible by p2t_heads {config.p2t_heads}")
+        self.config = config
+        self.clip = clip
+        apply_clip_finetune(self.clip, config.clip_finetune)
+        self.p2tformer = (P2Tformer(embed, config.p2t_heads, config.p2t_layers, config.p2t_gamma_init)
+                          if config.use_p2tformer else None)
+        self.alignment_head = (Projector(embed, embed // 2, config.align_kernel_size)
+                               if config.use_t2p_loss else None)
+        self.head = FGASegDecoder(config, embed)
+        self.upsample1 = nn.ConvTranspose2d(width, config.decoder_guidance_dims[0], kernel_size=2, stride=2)
+        self.upsample2 = nn.ConvTranspose2d(width, config.decoder_guidance_dims[1], kernel_size=4, stride=4)
+        self.register_buffer("pixel_mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
+        self._text_cache: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # type: ignore[override]
+        self._text_cache.clear()
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def _text_trainable(self) -> bool:
+        return any(p.requires_grad for n, p in self.clip.named_parameters() if not n.startswith("visual."))
+
+    @staticmethod
+    def _check_names(class_names: Sequence[str]) -> List[str]:
+        if isinstance(class_names, str) or not isinstance(class_names, (list, tuple)):
+            raise ClassNamesError("class names must be given as a list of strings")
+        return list(class_names)
+
+    @staticmethod
+    def _check_images(images: torch.Tensor) -> torch.Tensor:
+        if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
+            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise ImageError(f"images must be a float tensor (B, 3, H, W) with values in [0, 1], got {shape}")
+        if not images.is_floating_point():
+            raise ImageError(f"images must be floating point in [0, 1], got {images.dtype}")
+        if images.shape[0] == 0 or images.shape[-1] < 1 or images.shape[-2] < 1:
+            raise ImageError(f"images tensor is empty: {tuple(images.shape)}")
+        return images
+
+    # ------------------------------------------------------------------ text
+    def encode_classes(self, class_names: Sequence[str]) -> torch.Tensor:
+        """L2-normalised CLIP text embeddings ``(T, P, D)`` of the prompt-filled class names.
+
+        Cached per class list whenever no gradient can flow into the text tower (eval, no-grad,
+        or frozen text weights); with trainable text weights in training it is recomputed
+        (the weights change every step) and the cache is dropped.
+        """
+        names = self._check_names(class_names)
+        templates = self.config.prompt_templates
+        use_cache = not (torch.is_grad_enabled() and self.training and self._text_trainable())
+        key = (tuple(names), templates, str(self.device), self.clip.dtype)
+        if use_cache and key in self._text_cache:
+            self._text_cache.move_to_end(key)
+            cached = self._text_cache[key]
+            return cached.clone() if cached.is_inference() and not torch.is_inference_mode_enabled() else cached
+        if not use_cache:
+            self._text_cache.clear()
+        with torch.no_grad() if use_cache else nullcontext():
+            parts = [encode_class_names(self.clip, names[s:s + _TEXT_CHUNK], templates)
+                     for s in range(0, max(len(names), 1), _TEXT_CHUNK)]
+        text = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
+        if use_cache:
+            self._text_cache[key] = text
+            while len(self._text_cache) > _TEXT_CACHE_SIZE:
+                self._text_cache.popitem(last=False)
+        return text
+
+    # ------------------------------------------------------------------ shared pieces
+    def _clip_input(self, images: torch.Tensor) -> torch.Tensor:
+        x = (images - self.pixel_mean.to(images.dtype)) / self.pixel_std.to(images.dtype)
+        if tuple(x.shape[-2:]) != tuple(self.config.image_size):
+            x = F.interpolate(x, size=self.config.image_size, mode="bilinear", align_corners=False)
+        return x
+
+    def image_features(self, images: torch.Tensor) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        """Dense CLIP embedding ``(B, D, h, w)`` and the decoder guidance
+        ``[(B, G0, 2h, 2w), (B, G1, 4h, 4w)]`` of images in ``[0, 1]``."""
+        dense = self.clip.encode_image_dense(self._clip_input(images), layers=self.config.guidance_layers)
+        img = dense.token_map()
+        return img, [self.upsample1(dense.layers[0]), self.upsample2(dense.layers[1])]
+
+    def refine_text(self, img: torch.Tensor, text: torch.Tensor,
+                    chunk_size: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(refined, gcs_text)``: text for LCS / guidance / T2P head, and for the global cost.
+
+        refined = P2Tformer output ``(B, T, P, D)`` (or the CLIP text ``(T, P, D)`` when off);
+        gcs_text = refined when ``use_gcs`` else the raw CLIP text (CAT-Seg's cost volume).
+        """
+        refined = self.p2tformer(img, text, chunk_size) if self.p2tformer is not None else text
+        return refined, (refined if self.config.use_gcs else text)
+
+    # ------------------------------------------------------------------ training
+    def forward(self, images: torch.Tensor, class_names: Sequence[str],
+                targets: Optional[torch.Tensor] = None) -> FGASegOutput:
+        """Logits ``(B, T, H, W)`` (at the targets' size, else the input size) and, with
+        ``targets (B, H, W)`` (255 = ignore), the named losses and their weighted sum."""
+        images = self._check_images(images)
+        names = self._check_names(class_names)
+        text = self.encode_classes(names)
+        img, guidance = self.image_features(images)
+        refined, gcs_text = self.refine_text(img, text)
+        out = self.head(img, gcs_text, refined, guidance)
+        size = tuple(targets.shape[-2:]) if targets is not None else tuple(images.shape[-2:])
+        logits = F.interpolate(out.logits, size=size, mode="bilinear", align_corners=False)
+        if targets is None:
+            return FGASegOutput(logits)
+        check_targets(targets, len(names))
+        align = None
+        if self.alignment_head is not None:
+            r = refined if refined.dim() == 4 else refined.unsqueeze(0).expand(img.shape[0], -1, -1, -1)
+            align = self.alignment_head(img, r.mean(dim=2))
+        losses, total = segmentation_losses(logits, out.aux, align, targets.to(logits.device),
+                                            self.config.aux_loss_weights, self.config.lambda_align)
+        return FGASegOutput(logits, losses, total)
+
+    # ------------------------------------------------------------------ inference
+    def _resolve_topk(self, topk: Optional[int]) -> Optional[int]:
+        k = self.config.topk if topk is None else topk
+        if k is None or int(k) <= 0 or self.config.decoder_mode != "fast":
+            return None
+        return int(k)
+
+    def _auto_chunk(self, batch: int, chunk_size: Optional[int]) -> int:
+        chunk = chunk_size or self.config.chunk_size
+        if chunk:
+            return int(chunk)
+        budget = 512 if self.device.type == "cuda" else 96  # (image, class) slices per chunk
+        return max(1, budget // max(batch, 1))
+
+    def _infer_low(self, images: torch.Tensor, text: torch.Tensor, topk: Optional[int],
+                   chunk_size: Optional[int]) -> torch.Tensor:
+        """Head logits ``(B, T, 4h, 4w)`` of a batch of images / views."""
+        chunk = self._auto_chunk(images.shape[0], chunk_size)
+        img, guidance = self.image_features(images)
+        refined, gcs_text = self.refine_text(img, text, chunk)
+        return self.head.infer(img, gcs_text, refined, guidance, topk=topk, chunk_size=chunk)
+
+    def sliding_plan(self):
+        c = self.config
+        window = c.sliding_window_size or c.image_size[0]
+        return make_plan(window, c.sliding_overlap, c.sliding_resize)
+
+    def segment_logits(self, images: torch.Tensor, class_names: Sequence[str], *, sliding: bool = False,
+                       topk: Optional[int] = None, chunk_size: Optional[int] = None) -> torch.Tensor:
+        """Per-pixel class scores ``(B, T, H, W)`` at the input size (eval mode, no grad).
+
+        Scores are logits: ``sigmoid(score)`` is the class probability. ``topk=None`` uses
+        ``config.topk`` (official: 16 with the fast decoder); ``topk=0`` disables pruning;
+        pruned classes score ``config.pruned_logit``. ``sliding`` runs the paper's protocol
+        (crops + global view, probabilities averaged; scores are their logits). Classes are
+        processed ``chunk_size`` at a time (automatic when None); results do not depend on it.
+        """
+        images = self._check_images(images)
+        names = self._check_names(class_names)
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.inference_mode():
+                images = images.to(self.device, torch.float32)
+                text = self.encode_classes(names)
+                k = self._resolve_topk(topk)
+                if sliding:
+                    plan = self.sliding_plan()
+                    merge_chunk = max(1, (2 ** 26) // (plan.num_views * plan.window ** 2))
+                    outs = [probs_to_logits(sliding_window_probs(
+                        image, plan, lambda views: self._infer_low(views, text, k, chunk_size), merge_chunk))
+                        for image in images]
+                    return torch.stack(outs, dim=0)
+                low = self._infer_low(images, text, k, chunk_size)
+                B, T = low.shape[:2]
+                H, W = images.shape[-2:]
+                step = max(1, (2 ** 26) // max(1, B * H * W))
+                out = low.new_empty(B, T, H, W)
+                for s in range(0, T, step):
+                    out[:, s:s + step] = F.interpolate(low[:, s:s + step], size=(H, W), mode="bilinear",
+                                                       align_corners=False)
+                return out
+        finally:
+            self.train(was_training)
+
+    def predict(self, images: Any, classes: Any, **kw: Any) -> Any:
+        """Segment image(s) into ``classes``; see :func:`fgaseg.predict.api.predict`."""
+        from fgaseg.predict.api import predict
+
+        return predict(self, images, classes, **kw)
+
+    # ------------------------------------------------------------------ training helpers / io
+    def parameter_groups(self, lr: float, clip_lr_multiplier: float = 0.01,
+                         weight_decay: float = 1e-4) -> List[Dict[str, Any]]:
+        """Optimizer groups: CLIP at ``lr * clip_lr_multiplier``; no decay on norm layers."""
+        return parameter_groups(self, lr, clip_lr_multiplier, weight_decay)
+
+    def trainable_parameter_names(self) -> List[str]:
+        return [n for n, p in self.named_parameters() if p.requires_grad]
+
+    def save_pretrained(self, directory: Union[str, Path]) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` (CLIP included)."""
+        return save_pretrained(self, directory)
+
+    @classmethod
+    def from_pretrained(cls, source: Union[str, Path], map_location: Union[str, torch.device] = "cpu") -> "FGASeg":
+        """Load our folder, an official CAT-Seg / FGA-seg checkpoint, or a hub id (``owner/name``)."""
+        config, state = resolve_source(source)
+        model = cls(config)
+        load_into(model, state)
+        return model.to(map_location)
