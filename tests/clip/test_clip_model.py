@@ -146,14 +146,23 @@ def test_intermediate_layers_equal_block_outputs_via_hooks(tiny):
 def test_text_is_causal_and_read_at_eot(tiny):
     from fgaseg.clip import tokenize
 
-    ids = tokenize(["a photo of a cat", "a photo of a cat"])
-    ids[1, 10:] = 123  # garbage after EOT must not matter (causal mask, EOT < 49407 stays max)
+    ids = tokenize(["a photo of a cat", "a photo of a cat", "a photo of a dog"])
+    ids[1, 10:] = 123  # garbage after EOT must not matter
     with torch.no_grad():
         out = tiny.encode_text(ids)
         short = tiny.encode_text(ids[:1, :7])
-    assert out.shape == (2, 128)
+        # the text transformer itself is causal: later positions do not change earlier ones
+        x = torch.randn(1, 12, 128)
+        y = x.clone()
+        y[:, 6:] += 1.0
+        mask = tiny.causal_mask(12, x.device)
+        fx, _ = tiny.transformer(x, attn_mask=mask)
+        fy, _ = tiny.transformer(y, attn_mask=mask)
+    assert out.shape == (3, 128)
     assert torch.allclose(out[0], out[1], atol=1e-5)
     assert torch.allclose(out[0], short[0], atol=1e-5)
+    assert not torch.allclose(out[0], out[2], atol=1e-3)
+    assert torch.allclose(fx[:, :6], fy[:, :6], atol=1e-6) and not torch.allclose(fx[:, 6:], fy[:, 6:])
     with pytest.raises(ValueError):
         tiny.encode_text(torch.zeros(1, 78, dtype=torch.long))
 

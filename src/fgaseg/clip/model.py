@@ -87,17 +87,21 @@ class CLIP(nn.Module):
         The sequence is read at its EOT token, i.e. the position of the largest id.
         """
         token_ids = token_ids.to(self.token_embedding.weight.device)
-        length = token_ids.shape[1]
-        if length > self.positional_embedding.shape[0]:
+        if token_ids.shape[1] > self.positional_embedding.shape[0]:
             raise ValueError(
-                f"token sequence of length {length} exceeds the context length "
+                f"token sequence of length {token_ids.shape[1]} exceeds the context length "
                 f"{self.positional_embedding.shape[0]}"
             )
+        eot = token_ids.argmax(dim=-1)
+        if not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+                or torch.compiler.is_compiling()):
+            # causal attention: positions after the last EOT cannot change the result, skip them
+            token_ids = token_ids[:, : int(eot.max()) + 1]
+        length = token_ids.shape[1]
         x = self.token_embedding(token_ids).to(self.dtype)
         x = x + self.positional_embedding[:length].to(x.dtype)
         x, _ = self.transformer(x, attn_mask=self.causal_mask(length, x.device))
         x = self.ln_final(x)
-        eot = token_ids.argmax(dim=-1)
         x = x[torch.arange(x.shape[0], device=x.device), eot]
         return x @ self.text_projection
 

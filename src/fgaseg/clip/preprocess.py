@@ -54,7 +54,7 @@ def to_tensor(image: ImageLike) -> torch.Tensor:
             array = array[:, :, None]
         if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
             raise ImageError(f"expected an (H, W), (H, W, 3) or (H, W, 4) array, got {array.shape}")
-        tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
+        tensor = torch.from_numpy(np.array(array, copy=True)).permute(2, 0, 1)
     else:
         tensor = image.detach().cpu()
         if tensor.dim() == 2:
