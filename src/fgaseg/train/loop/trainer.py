@@ -283,9 +283,9 @@ class Trainer:
                             "losses in a row (lower optim.lr, set amp=off, or check the data)")
                 lr = self.optimizer.param_groups[0]["lr"]
                 if progress is not None:
-                    progress.update(1)
                     progress.set_postfix(loss=f"{last_losses.get('loss', float('nan')):.4f}",
                                          lr=f"{lr:.2e}", refresh=False)
+                    progress.update(1)
                 if main and finite and self.step % cfg.log_every == 0:
                     logger.scalars(last_losses, self.step, "train/")
                     logger.scalars({"lr": lr, "grad_norm": grad_norm}, self.step, "train/")
