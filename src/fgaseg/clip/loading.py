@@ -127,8 +127,8 @@ def _download_from_hub(repo_id: str) -> Path:
         except Exception as exc:  # offline, not cached, missing file, no such repo
             errors.append(f"{name}: {_one_line(exc)[:120]}")
     raise WeightsError(
-        f"cannot get {repo_id!r} from the Hugging Face hub (offline and not cached, or no such "
-        f"repo: {errors[0]}); download it where you are online and pass the local file or "
+        f"no local file {repo_id!r} and cannot get it from the Hugging Face hub (offline and not "
+        f"cached, or no such repo: {errors[0]}); download it where you are online and pass the local file or "
         "folder, e.g. load_clip('/path/to/clip-folder') or --weights /path/to/model.safetensors"
     )
 
