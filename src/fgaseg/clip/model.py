@@ -13,6 +13,12 @@ from fgaseg.clip.layers import LayerNorm, Transformer, init_transformer_
 from fgaseg.clip.vision import DenseFeatures, VisionTransformer
 
 
+def _is_exporting() -> bool:
+    """True while tracing, exporting or compiling (no data-dependent shapes allowed then)."""
+    compiling = getattr(getattr(torch, "compiler", None), "is_compiling", lambda: False)
+    return bool(torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or compiling())
+
+
 class CLIP(nn.Module):
     """CLIP with OpenAI parameter names (attention q/k/v weights split as in CAT-Seg)."""
 
@@ -93,8 +99,7 @@ class CLIP(nn.Module):
                 f"{self.positional_embedding.shape[0]}"
             )
         eot = token_ids.argmax(dim=-1)
-        if not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
-                or torch.compiler.is_compiling()):
+        if not _is_exporting():
             # causal attention: positions after the last EOT cannot change the result, skip them
             token_ids = token_ids[:, : int(eot.max()) + 1]
         length = token_ids.shape[1]
