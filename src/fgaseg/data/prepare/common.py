@@ -14,8 +14,12 @@ from fgaseg.errors import DatasetError
 Job = Tuple[object, Path]  # (input, output file)
 
 
-def save_atomic(array: np.ndarray, path: Path, fmt: Optional[str] = None) -> None:
-    """Save an image array (uint8 / uint16) via a temporary file + rename."""
+def save_atomic(array: np.ndarray, path: Path, fmt: Optional[str] = None,
+                quality: Optional[int] = None) -> None:
+    """Save an image array (uint8 / uint16) via a temporary file + rename.
+
+    JPEGs use Pillow's default quality (75) unless ``quality`` is given, as the official
+    preparation scripts (which call ``Image.save`` without options) do."""
     from PIL import Image
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -23,7 +27,7 @@ def save_atomic(array: np.ndarray, path: Path, fmt: Optional[str] = None) -> Non
                   "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG")
     tmp = path.with_name(f".{path.name}.tmp")
     image = Image.fromarray(array)
-    image.save(tmp, fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    image.save(tmp, fmt, **({"quality": quality} if quality is not None else {}))
     os.replace(tmp, path)
 
 
@@ -50,6 +54,21 @@ def require_dir(path: Path, hint: str) -> Path:
     if not path.is_dir():
         raise DatasetError(f"{path} not found: {hint}")
     return path
+
+
+def lookup_table(mapping: dict, size: int, fill: int, dtype=np.uint8) -> np.ndarray:
+    """Array ``lut`` with ``lut[k] = mapping[k]`` and ``fill`` elsewhere (fast relabelling)."""
+    lut = np.full(size, fill, dtype=dtype)
+    for key, value in mapping.items():
+        lut[key] = value
+    return lut
+
+
+def read_array(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.array(image)
 
 
 def base_parser(description: str, default_root: str = "datasets") -> argparse.ArgumentParser:
