@@ -30,12 +30,15 @@ def _coin(generator: torch.Generator) -> bool:
 
 
 def resize_pair(image: torch.Tensor, label: torch.Tensor, size: Tuple[int, int]) -> Pair:
-    """Bilinear (antialiased, like PIL) image and nearest label resize to ``size=(h, w)``."""
+    """Bilinear (antialiased, like PIL) image and nearest label resize to ``size=(h, w)``.
+
+    Label ids go through float32, exact for ids < 2**24."""
     if tuple(image.shape[1:]) == tuple(size):
         return image, label
     image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False,
                           antialias=True)[0].clamp_(0, 1)
-    label = F.interpolate(label[None, None].float(), size=size, mode="nearest")[0, 0].long()
+    # nearest by pixel centres (as PIL's NEAREST, which detectron2 uses for label maps)
+    label = F.interpolate(label[None, None].float(), size=size, mode="nearest-exact")[0, 0].long()
     return image, label
 
 
