@@ -70,12 +70,16 @@ def evaluate(
 ) -> Dict[str, float]:
     """mIoU of ``segmenter`` on ``scenes`` with all phrases as the vocabulary.
 
-    ``kwargs`` go to ``segment_logits`` (e.g. ``topk=8``). Returns the :func:`summarize` numbers
+    ``kwargs`` go to ``segment_logits`` (e.g. ``topk=8``; then images go one at a time). Returns the :func:`summarize` numbers
     plus ``per_class`` IoU and ``seconds``.
     """
     from tqdm.auto import tqdm
 
     segmenter.eval()
+    if kwargs.get("topk"):
+        # TopK keeps the union of classes over all pixels of a batch (the views of ONE image in
+        # the official code), so pruning must see one image at a time
+        batch_size = 1
     vocab = scenes.vocab
     start = time.time()
     confusion = np.zeros((vocab.num_classes, vocab.num_classes), dtype=np.int64)

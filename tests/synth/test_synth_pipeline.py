@@ -1,0 +1,99 @@
+"""A seconds-long run of the whole synthetic benchmark: pretrain, train, evaluate, write outputs."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fgaseg.synth.pretrain import PretrainConfig, pretrain_clip, tiny_clip_config, zero_shot_accuracy
+from fgaseg.synth.world import WorldConfig
+
+try:  # the meta-architecture is a separate part of the package
+    from fgaseg.model import FGASeg  # noqa: F401
+
+    HAVE_MODEL = True
+except (ImportError, AttributeError):
+    HAVE_MODEL = False
+
+needs_model = pytest.mark.skipif(not HAVE_MODEL, reason="fgaseg.model.FGASeg is not available")
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("FGASEG_CACHE_DIR", str(folder))
+    return folder
+
+
+@needs_model
+def test_smoke_run_writes_results_and_reuses_the_cached_clip(tmp_path, cache):
+    from fgaseg.synth.benchmark import run_benchmark, smoke_config
+
+    config = smoke_config()
+    out = tmp_path / "run"
+    first = run_benchmark(config, out, progress=False, log=lambda *_: None)
+    assert first["clip"]["cached"] is False
+    assert len(list(cache.glob("tiny-clip-*.safetensors"))) == 1
+    saved = json.loads((out / "results.json").read_text())
+    names = [row["name"] for row in saved["rows"]]
+    assert names[0] == "FGAseg (trained)" and any("TopK" in n for n in names)
+    for row in saved["rows"]:
+        for key in ("mIoU_seen", "mIoU_unseen", "hIoU"):
+            assert 0.0 <= row[key] <= 100.0
+    assert "| FGAseg (trained) |" in (out / "results.md").read_text()
+    overlays = sorted((out / "overlays").glob("overlay_*.png"))
+    assert len(overlays) == config.num_overlays
+    second = run_benchmark(config, None, progress=False, log=lambda *_: None)
+    assert second["clip"]["cached"] is True
+    # same CLIP, same seed -> same segmentation result
+    assert second["rows"][0]["mIoU_seen"] == pytest.approx(first["rows"][0]["mIoU_seen"])
+
+
+@needs_model
+def test_demo_command_smoke(tmp_path, cache, capsys):
+    from fgaseg.cli import main
+
+    assert main(["demo", "--smoke", "--quiet", "--out", str(tmp_path / "cli")]) == 0
+    assert (tmp_path / "cli" / "results.json").is_file()
+    assert "mIoU seen" in capsys.readouterr().out
+
+
+@needs_model
+def test_ablation_smoke_resumes(tmp_path, cache):
+    from fgaseg.synth.ablation import run_ablations
+    from fgaseg.synth.benchmark import smoke_config
+
+    config = smoke_config(training_free_rows=())
+    variants = ["full FGAseg", "baseline (all four off)"]
+    state = run_ablations(config, tmp_path, seeds=(0,), variants=variants, progress=False, log=lambda *_: None)
+    assert [(r["variant"], r["seed"]) for r in state["runs"]] == [(v, 0) for v in variants]
+    assert "inference_variants" in state["runs"][0]
+    table = (tmp_path / "ablations.md").read_text()
+    assert "| baseline (all four off) | 1 |" in table
+    again = run_ablations(config, tmp_path, seeds=(0,), variants=variants, progress=False, log=lambda *_: None)
+    assert len(again["runs"]) == 2  # nothing retrained
+
+
+def test_no_cache_flag_retrains(tmp_path, cache):
+    from fgaseg.synth.pretrain import pretrained_tiny_clip
+
+    config = PretrainConfig(steps=1, batch_size=8, num_images=16, clip=tiny_clip_config(32, 32, 1))
+    world = WorldConfig(image_size=32)
+    _, meta = pretrained_tiny_clip(config, world, use_cache=True, progress=False, log=lambda *_: None)
+    assert meta["cached"] is False
+    _, meta = pretrained_tiny_clip(config, world, use_cache=True, progress=False, log=lambda *_: None)
+    assert meta["cached"] is True
+    _, meta = pretrained_tiny_clip(config, world, use_cache=False, progress=False, log=lambda *_: None)
+    assert meta["cached"] is False
+
+
+def test_tiny_clip_learns_colours_quickly():
+    """A few dozen contrastive steps must beat chance (1/6) clearly on the easiest attribute."""
+    torch.manual_seed(0)
+    world = WorldConfig(image_size=32)
+    config = PretrainConfig(steps=40, batch_size=64, num_images=1024, lr=3e-3, clip=tiny_clip_config(32, 64, 2))
+    clip, stats = pretrain_clip(config, world, seed=0, progress=False)
+    accuracy = zero_shot_accuracy(clip, world, count=240)
+    assert np.isfinite(stats["final_loss"])
+    assert accuracy["colour"] > 0.4, accuracy
