@@ -21,7 +21,7 @@ def crash_at(step):
     return callback
 
 
-@pytest.mark.parametrize("grad_accum", [2])  # accumulation + resume; 1 is the DDP test's reference path too
+@pytest.mark.parametrize("grad_accum", [2])  # accumulation and resume together
 def test_resume_matches_straight_run(tmp_path, grad_accum):
     root = toy_root(tmp_path)
     dataset = FolderDataset(root, "train")  # 12 images, batch 4: resume crosses an epoch
