@@ -130,7 +130,7 @@ def test_usage_errors_exit_2(tmp_path, capsys, stand_in):
     image = _image(tmp_path / "a.png")
     base = [image, "--weights", "W", "--out", tmp_path / "o"]
     assert _run(capsys, *base, "--classes", "red", "--opacity", "2")[0] == 2
-    assert _run(capsys, *base, "--classes", "red", "--topk", "0")[0] == 2
+    assert _run(capsys, *base, "--classes", "red", "--topk", "-1")[0] == 2
     assert _run(capsys, tmp_path / "empty-dir-missing", "--classes", "red", "--weights", "W",
                 "--out", tmp_path / "o")[0] == 1
     (tmp_path / "empty").mkdir()

@@ -23,7 +23,8 @@ def _run_onnx(path, images):
 
 def test_colour_segmenter_round_trip(tmp_path):
     segmenter = ColourSegmenter()
-    report = export_onnx(segmenter, "red, blue, green", tmp_path / "m.onnx", image_size=(24, 40))
+    report = export_onnx(segmenter, "red, blue, green", tmp_path / "m.onnx", image_size=(24, 40),
+                         exporter="torchscript")
     assert report.max_abs_diff is not None and report.max_abs_diff <= 1e-3
     images = torch.rand(1, 3, 24, 40)
     expected = segmenter.segment_logits(images, ["red", "blue", "green"])
@@ -45,7 +46,7 @@ def test_training_free_clip_export_matches_pytorch(tmp_path):
     names = ["cat", "grass", "sky", "猫"]
     for sliding in (False, True):
         report = export_onnx(segmenter, names, tmp_path / "tf.onnx", image_size=(64, 96),
-                             sliding=sliding, seed=1)
+                             sliding=sliding, seed=1, exporter="torchscript")
         assert report.max_abs_diff <= 1e-3
         images = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(7))
         expected = segmenter.segment_logits(images, names, sliding=sliding)
@@ -66,7 +67,7 @@ def test_unfaithful_graph_is_detected(tmp_path):
     with pytest.raises(RuntimeError, match="differs from PyTorch"):
         for seed in range(8):  # some seed puts the two images on different branches
             export_onnx(DataDependent(), "red, blue", tmp_path / "d.onnx", image_size=(8, 8),
-                        seed=seed)
+                        seed=seed, exporter="torchscript")
 
 
 def test_bad_arguments(tmp_path):
@@ -88,7 +89,8 @@ def test_export_command_with_training_free_weights(tmp_path, capsys):
 
     weights = save_clip(build_clip("tiny", seed=0), tmp_path / "clip.safetensors")
     code = main(["export", "--onnx", str(tmp_path / "out" / "tf.onnx"), "--weights", str(weights),
-                 "--method", "training-free", "--classes", "cat, sky", "--size", "64x64"])
+                 "--method", "training-free", "--classes", "cat, sky", "--size", "64x64",
+                 "--exporter", "torchscript"])
     err = capsys.readouterr().err
     assert code == 0, err
     assert "matches PyTorch" in err and (tmp_path / "out" / "tf.onnx").exists()

@@ -124,7 +124,7 @@ def test_bad_class_lists_raise_before_any_work():
 
 def test_bad_options():
     with pytest.raises(ConfigError, match="topk"):
-        predict(ColourSegmenter(), _halves(), "red", topk=0)
+        predict(ColourSegmenter(), _halves(), "red", topk=-1)
     with pytest.raises(ConfigError, match="max_side"):
         predict(ColourSegmenter(), _halves(), "red", max_side=-5)
 

@@ -27,7 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fixed input size, e.g. 384x384 (default: the CLIP resolution)")
     parser.add_argument("--sliding", action="store_true",
                         help="export sliding-window inference instead of a single pass")
-    parser.add_argument("--opset", type=int, default=17)
+    parser.add_argument("--opset", type=int, default=18)
+    parser.add_argument("--exporter", choices=("auto", "dynamo", "torchscript"), default="auto",
+                        help="torch exporter: dynamo (needs onnxscript; required for FGAseg), "
+                             "torchscript, or auto (dynamo when onnxscript is installed)")
     parser.add_argument("--atol", type=float, default=1e-3,
                         help="allowed onnxruntime vs PyTorch difference (default 1e-3)")
     parser.add_argument("--no-check", action="store_true",
@@ -44,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     size = parse_size(args.size) if args.size else default_size(segmenter)
     report = export_onnx(segmenter, class_names, args.onnx, image_size=size,
                          sliding=args.sliding, opset=args.opset, check=not args.no_check,
-                         atol=args.atol)
+                         atol=args.atol, exporter=args.exporter)
     check = ("not checked" if report.max_abs_diff is None
              else f"onnxruntime matches PyTorch (max abs diff {report.max_abs_diff:.2e})")
     print(f"wrote {report.path} ({len(class_names)} classes, input 1x3x{size[0]}x{size[1]}); "

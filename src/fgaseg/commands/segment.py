@@ -36,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", choices=("fgaseg", "training-free"), default="fgaseg")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     parser.add_argument("--topk", type=int, default=None, metavar="K",
-                        help="keep only the K most likely classes per pixel while decoding")
+                        help="TopK class pruning while decoding (FGAseg fast decoder): keep "
+                             "classes in some pixel's top K; 0 = off (default: the model's)")
     parser.add_argument("--sliding", action="store_true",
                         help="sliding-window inference (the benchmark protocol; slower)")
     parser.add_argument("--opacity", type=float, default=0.5,
@@ -52,8 +53,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0.0 <= args.opacity <= 1.0:
         raise ConfigError(f"--opacity must lie in [0, 1], got {args.opacity}")
-    if args.topk is not None and args.topk < 1:
-        raise ConfigError(f"--topk must be at least 1, got {args.topk}")
+    if args.topk is not None and args.topk < 0:
+        raise ConfigError(f"--topk must be 0 (no pruning) or positive, got {args.topk}")
     class_names = _class_names(args)
     out_dir = Path(args.out)
     images, missing = collect_images(args.inputs, out_dir)

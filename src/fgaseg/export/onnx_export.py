@@ -6,14 +6,18 @@ embeddings as constants), so no tokenizer or text encoder is needed at run time.
 names are stored in the model's metadata (``fgaseg.class_names``, JSON) and in a
 ``<out>.json`` file beside it.
 
-Data-dependent class pruning (TopK) is switched off for export: a traced graph would freeze
-the classes chosen for the tracing image. After export the ONNX model is run with
-onnxruntime on a *different* image than the one used for tracing and compared to PyTorch.
+Data-dependent class pruning (TopK) is switched off for export (``topk=0``): a traced graph
+would freeze the classes chosen for the tracing image. The exporter is torch's dynamo-based
+one when ``onnxscript`` is installed (needed for FGASeg), else the TorchScript one (enough for
+training-free CLIP segmenters); see `fgaseg.export.patches` for what each cannot translate.
+After export the ONNX model is run with onnxruntime on a *different* image than the one used
+for tracing and compared with the public ``segment_logits``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import time
 import warnings
@@ -25,9 +29,11 @@ import torch
 from torch import nn
 
 from fgaseg.errors import ConfigError
+from fgaseg.export.patches import explicit_attention, static_positional_embedding
 from fgaseg.predict.class_names import parse_class_names
 
-DEFAULT_OPSET = 17
+DEFAULT_OPSET = 18
+EXPORTERS = ("auto", "dynamo", "torchscript")
 
 
 class FixedClassSegmenter(nn.Module):
@@ -45,7 +51,7 @@ class FixedClassSegmenter(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.segmenter.segment_logits(images, self.class_names, sliding=self.sliding,
-                                             topk=None)
+                                             topk=0)
 
 
 @dataclass
@@ -60,42 +66,71 @@ class ExportReport:
 def export_onnx(segmenter: nn.Module, class_names: Union[str, Sequence[str]],
                 path: Union[str, Path], *, image_size: tuple[int, int] = (384, 384),
                 sliding: bool = False, opset: int = DEFAULT_OPSET, check: bool = True,
-                atol: float = 1e-3, seed: int = 0) -> ExportReport:
+                atol: float = 1e-3, seed: int = 0, exporter: str = "auto") -> ExportReport:
     """Export `segmenter` for `class_names` at `image_size` ``(H, W)`` to `path`.
 
-    Raises ConfigError for bad sizes or when onnx is missing, RuntimeError when the exported
-    model's outputs differ from PyTorch's by more than `atol`.
+    `exporter`: "dynamo" (needs onnxscript), "torchscript", or "auto" (dynamo if available).
+    Raises ConfigError for bad sizes or a missing onnx/onnxscript, RuntimeError when the
+    exported model's outputs differ from PyTorch's by more than `atol`.
     """
     names = parse_class_names(class_names)
     height, width = (int(v) for v in image_size)
     if height < 1 or width < 1:
         raise ConfigError(f"image size must be positive, got {height}x{width}")
     _require("onnx", "onnx")
+    use_dynamo = _use_dynamo(exporter)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     segmenter = segmenter.eval()
     wrapper = FixedClassSegmenter(segmenter, names, sliding=sliding).eval()
+    output_names = (list(segmenter.output_class_names(names))
+                    if hasattr(segmenter, "output_class_names") else names)
     device = next((p.device for p in segmenter.parameters()), torch.device("cpu"))
     generator = torch.Generator().manual_seed(seed)
     example = torch.rand(1, 3, height, width, generator=generator).to(device)
 
     start = time.perf_counter()
-    with torch.no_grad(), warnings.catch_warnings(), trace_safe(wrapper):
+    chatter = io.StringIO()  # the dynamo exporter prints progress lines to stdout
+    with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(chatter), \
+            explicit_attention(), static_positional_embedding(wrapper):
         warnings.simplefilter("ignore")  # tracer warnings about Python values are expected
-        torch.onnx.export(wrapper, (example,), str(path), input_names=["images"],
-                          output_names=["logits"], opset_version=opset, dynamo=False,
-                          do_constant_folding=True)
+        kwargs = dict(input_names=["images"], output_names=["logits"], opset_version=opset,
+                      dynamo=use_dynamo)
+        if use_dynamo:
+            kwargs.update(external_data=_parameter_bytes(segmenter) > 1.8e9, verbose=False)
+        else:
+            kwargs.update(do_constant_folding=True)
+        torch.onnx.export(wrapper, (example,), str(path), **kwargs)
     seconds = time.perf_counter() - start
-    _write_metadata(path, names, (height, width), sliding)
+    _write_metadata(path, output_names, (height, width), sliding)
 
     max_diff = None
-    if check:
+    if check:  # against the public segment_logits, on an image the tracer never saw
         fresh = torch.rand(1, 3, height, width, generator=generator).to(device)
         max_diff = compare_with_onnxruntime(wrapper, path, fresh)
         if max_diff > atol:
             raise RuntimeError(f"ONNX output differs from PyTorch by {max_diff:.3g} "
                                f"(> {atol:g}); the graph is not faithful")
-    return ExportReport(path, names, (height, width), max_diff, seconds)
+    return ExportReport(path, output_names, (height, width), max_diff, seconds)
+
+
+def _use_dynamo(exporter: str) -> bool:
+    if exporter not in EXPORTERS:
+        raise ConfigError(f"unknown exporter {exporter!r}; choose one of {', '.join(EXPORTERS)}")
+    if exporter == "torchscript":
+        return False
+    try:
+        import onnxscript  # noqa: F401
+    except ImportError:
+        if exporter == "dynamo":
+            raise ConfigError("the dynamo ONNX exporter needs onnxscript: "
+                              "pip install 'fgaseg[onnx]'") from None
+        return False
+    return True
+
+
+def _parameter_bytes(module: nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in module.parameters())
 
 
 def compare_with_onnxruntime(module: nn.Module, path: Union[str, Path],
@@ -109,45 +144,6 @@ def compare_with_onnxruntime(module: nn.Module, path: Union[str, Path],
     if got.shape != expected.shape:
         raise RuntimeError(f"ONNX output has shape {got.shape}, PyTorch {expected.shape}")
     return float(abs(got - expected).max())
-
-
-@contextlib.contextmanager
-def trace_safe(module: nn.Module):
-    """Temporarily replace code the TorchScript tracer cannot follow.
-
-    ``VisionTransformer.resized_positional_embedding`` computes the grid side with
-    ``round(pos.shape[0] ** 0.5)``; under tracing ``shape[0]`` is a tensor without
-    ``__round__``. The replacement does the same with Python ints (the size is fixed anyway).
-    """
-    patched = []
-    for sub in module.modules():
-        if hasattr(sub, "resized_positional_embedding") and hasattr(sub, "positional_embedding"):
-            sub.resized_positional_embedding = _static_positional_embedding(sub)
-            patched.append(sub)
-    try:
-        yield
-    finally:
-        for sub in patched:
-            del sub.resized_positional_embedding  # back to the class method
-
-
-def _static_positional_embedding(tower: nn.Module):
-    import math
-
-    import torch.nn.functional as F
-
-    def resized(grid: tuple[int, int]) -> torch.Tensor:
-        pos = tower.positional_embedding
-        side = math.isqrt(int(pos.shape[0]) - 1)
-        grid = (int(grid[0]), int(grid[1]))
-        if (side, side) == grid:
-            return pos
-        patch_pos = pos[1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
-        patch_pos = F.interpolate(patch_pos.float(), size=grid, mode="bicubic",
-                                  align_corners=False).to(pos.dtype)
-        return torch.cat([pos[:1], patch_pos.reshape(pos.shape[1], -1).t()], dim=0)
-
-    return resized
 
 
 def _write_metadata(path: Path, names: list[str], size: tuple[int, int], sliding: bool) -> None:

@@ -42,7 +42,8 @@ def predict(segmenter: Any, images: Any, classes: ClassNames, *, sliding: bool =
             of these, or a batch tensor/array ``(B, 3, H, W)``; see `fgaseg.predict.image_io`.
         classes: names as a list or a comma-separated string (validated by
             `parse_class_names`: blank or duplicate names raise ClassNamesError).
-        sliding, topk: forwarded to ``segment_logits``.
+        sliding, topk: forwarded to ``segment_logits``; ``topk=None`` is the model's default
+            (FGASeg: the config's TopK class pruning), ``0`` disables pruning.
         max_side: images with a longer side are downscaled to it for inference; labels are
             returned at the original size. None or 0 = never downscale.
         max_pixels: larger images are refused with ImageError (default 40 MP).
@@ -51,8 +52,9 @@ def predict(segmenter: Any, images: Any, classes: ClassNames, *, sliding: bool =
         one SegmentationResult for a single image, a list for a list/batch.
     """
     names = parse_class_names(classes, allow_duplicates=allow_duplicates)
-    if topk is not None and (isinstance(topk, bool) or not isinstance(topk, int) or topk < 1):
-        raise ConfigError(f"topk must be a positive integer or None, got {topk!r}")
+    if topk is not None and (isinstance(topk, bool) or not isinstance(topk, int) or topk < 0):
+        raise ConfigError(f"topk must be None (model default), 0 (no pruning) or a positive "
+                          f"integer, got {topk!r}")
     if max_side is not None and max_side < 0:
         raise ConfigError(f"max_side must be positive (or 0/None for no limit), got {max_side}")
     batch, single = _as_list(images)
