@@ -104,6 +104,10 @@ class Trainer:
         self.dataset = dataset
         self.class_names = list(class_names if class_names is not None else dataset.class_names)
         self.ignore_index = getattr(dataset, "ignore_index", 255)
+        if self.ignore_index != 255:
+            raise ConfigError("training needs label maps with 255 = ignore (at most 255 "
+                              f"classes); {getattr(dataset, 'name', 'this dataset')} uses "
+                              f"{self.ignore_index}")
         self.callbacks = list(callbacks)
         self.out_dir = Path(config.out_dir)
         self.checkpoint_dir = self.out_dir / "checkpoints"
