@@ -65,7 +65,10 @@ def run(args: argparse.Namespace) -> int:
 
     info = dist_utils.setup(args.device)
     try:
-        dataset = build_dataset(args.dataset, args.root, args.split, args.vocab)
+        split = args.split
+        if split is None and args.dataset.lower() != "folder":
+            split = "val"  # coco171's default split is train
+        dataset = build_dataset(args.dataset, args.root, split, args.vocab)
         segmenter = load_segmenter(args.method, args.weights, info.device)
         dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
         settings = EvalSettings(sliding=args.sliding, topk=args.topk,

@@ -57,6 +57,11 @@ class TrainResult:
 StepCallback = Callable[["Trainer", int], None]
 
 
+def _single_thread_worker(_: int) -> None:
+    """DataLoader workers resize images with torch ops: one thread each avoids oversubscription."""
+    torch.set_num_threads(1)
+
+
 class _TupleOutput(nn.Module):
     """Wraps the model so DDP sees its output as a tuple of tensors (``find_unused_parameters``
     finds the used parameters by walking from the output tensors, whatever the output class)."""
@@ -164,6 +169,7 @@ class Trainer:
         return DataLoader(AugmentedDataset(self.dataset, transform, cfg.seed),
                           batch_sampler=sampler, collate_fn=collate,
                           num_workers=data.num_workers, pin_memory=self.device.type == "cuda",
+                          worker_init_fn=_single_thread_worker if data.num_workers else None,
                           generator=torch.Generator().manual_seed(cfg.seed + self.step))
 
     # -- checkpoints -------------------------------------------------------------------------
