@@ -76,3 +76,18 @@ def test_resume_rejects_other_batch_size(tmp_path):
     other = Trainer(tiny_config(root, tmp_path / "run", batch_size=2), make_model(), dataset)
     with pytest.raises(ConfigError, match="batch"):
         other.train(resume=tmp_path / "run" / "checkpoints" / "last.pt")
+
+
+def test_loader_workers_do_not_change_the_result(tmp_path):
+    """Augmentation depends on the stream position only, not on which worker made the sample."""
+    root = toy_root(tmp_path)
+    dataset = FolderDataset(root, "train")
+    results = []
+    for workers in (0, 2):
+        config = tiny_config(root, tmp_path / f"w{workers}", max_iters=2)
+        config.data.num_workers = workers
+        trainer = Trainer(config, make_model(dropout=0.3), dataset)
+        trainer.train()
+        results.append(trainer.model.state_dict())
+    for name in results[0]:
+        torch.testing.assert_close(results[0][name], results[1][name], msg=name)
