@@ -294,31 +294,39 @@ def swin_shift_mask(resolution: int, window: int, shift: int):
     return torch.where(same, 0.0, -100.0)
 
 
-def make_official_state_dict(variant_or_name, *, seed: int = 0, std: float = 0.02, fast_fill: bool = False):
+def make_official_state_dict(variant_or_name, *, seed: int = 0, std: float = 0.02):
     """A state dict with exactly the official names and shapes (random values, valid buffers).
 
-    ``fast_fill=True`` fills big tensors with a cheap deterministic pattern instead of Gaussian
-    noise (for the ViT-L test, where RNG over 430M values would dominate the run time).
+    To stay cheap for the ~150M (ViT-B) / ~430M (ViT-L) CLIP values, every tensor of rank >= 2
+    is a read-only broadcast view ``(1, *shape[1:]) -> shape`` of a small random pool (its rows
+    repeat; the offset into the pool differs from key to key). Shapes are what the converter
+    checks; ``load_state_dict`` copies such views like any tensor, and ``torch.save`` stores
+    only the pool.
     """
     import torch
 
     v = VARIANTS[variant_or_name] if isinstance(variant_or_name, str) else variant_or_name
     generator = torch.Generator().manual_seed(seed)
+    pool = torch.randn(1 << 16, generator=generator) * std
     state = {}
-    for key, shape in official_state_dict_spec(v).items():
+    for index, (key, shape) in enumerate(official_state_dict_spec(v).items()):
+        inner = 1
+        for s in shape[1:]:
+            inner *= s
+        offset = (index * 7919) % (pool.numel() - max(inner, shape[0] if shape else 1))
         if key.endswith("num_batches_tracked"):
-            state[key] = torch.tensor(1000, dtype=torch.long)
+            state[key] = torch.tensor(1000 + index, dtype=torch.long)
         elif key.endswith("attn_mask"):
             state[key] = swin_shift_mask(v.feature_resolution, v.window_size, v.window_size // 2)
         elif key.endswith("running_var"):
             state[key] = torch.rand(shape, generator=generator) + 0.5
-        elif fast_fill and len(shape) >= 2:
-            numel = 1
-            for s in shape:
-                numel *= s
-            state[key] = (torch.arange(numel, dtype=torch.float32).remainder_(97.0).sub_(48.0).mul_(std / 28.0)).view(shape)
+        elif len(shape) >= 2:
+            state[key] = pool[offset:offset + inner].view(1, *shape[1:]).expand(shape)
+        elif len(shape) == 1:
+            state[key] = pool[offset:offset + shape[0]].clone()
         else:
-            state[key] = torch.randn(shape, generator=generator) * std
-            if key.endswith(("ln_1.weight", "ln_2.weight", "norm.weight", "norm1.weight", "norm2.weight")):
-                state[key] += 1.0
+            state[key] = pool[offset].clone()
+        if key.endswith(("ln_1.weight", "ln_2.weight", "norm.weight", "norm1.weight", "norm2.weight",
+                         "ln_pre.weight", "ln_post.weight", "ln_final.weight")):
+            state[key] = state[key] + 1.0
     return state
