@@ -19,7 +19,8 @@ def test_train_resume_eval_cli(tmp_path, capsys):
     data = write_toy_dataset(tmp_path / "toy", images=6, size=48, val_images=2, seed=3)
     common = [str(CONFIG), "--opts", f"data.root={data}", "data.crop_size=32",
               "data.min_size=40", "max_iters=2", "checkpoint_every=1", "batch_size=2",
-              "image_log_every=1", "keep_checkpoints=2", "log_every=1", "tensorboard=true", "progress=false",
+              "image_log_every=1", "keep_checkpoints=2", "log_every=1", "tensorboard=true",
+              "progress=false",
               "model.overrides={image_size: 32, sliding_window_size: 32, sliding_resize: 48}"]
 
     # straight run: 2 steps, checkpoints after each

@@ -9,10 +9,10 @@ root/
   ADEChallengeData2016/images/validation/*.jpg
   ADEChallengeData2016/annotations_detectron2/validation/*.png       150 classes, 255 ignore
   ADE20K_2021_17_01/images_detectron2/validation/*.jpg
-  ADE20K_2021_17_01/annotations_detectron2/validation/*.tif          847 classes, uint16, 65535 ignore
+  ADE20K_2021_17_01/annotations_detectron2/validation/*.tif          847 classes, 65535 ignore
   VOCdevkit/VOC2010/JPEGImages/*.jpg
   VOCdevkit/VOC2010/annotations_detectron2/pc59_val/*.png            59 classes, 255 ignore
-  VOCdevkit/VOC2010/annotations_detectron2/pc459_val/*.tif           459 classes, uint16, >=459 ignore
+  VOCdevkit/VOC2010/annotations_detectron2/pc459_val/*.tif           459 classes, >=459 ignore
   VOCdevkit/VOC2012/JPEGImages/*.jpg
   VOCdevkit/VOC2012/annotations_detectron2/val/*.png                 20 classes, background = 255
   VOCdevkit/VOC2012/annotations_detectron2_bg/val/*.png              20 classes + background = 20
@@ -112,7 +112,8 @@ def build_dataset(name: str, root: Union[str, Path], split: Optional[str] = None
         spec = BENCHMARKS[key]
         split = split or spec.default_split
         if split not in spec.splits:
-            raise DatasetError(f"{key} has no split '{split}' (available: {', '.join(spec.splits)})")
+            raise DatasetError(
+                f"{key} has no split '{split}' (available: {', '.join(spec.splits)})")
         folder = _dataset_folder(root, spec.top)
         image_dir, label_dir = spec.splits[split]
         names = load_vocabulary(spec.vocabulary)

@@ -70,7 +70,8 @@ class SegmentationDataset(Dataset):
         self._map_prediction = map_prediction
         images = _files_by_stem(self.image_dir, image_exts)
         labels = _files_by_stem(self.label_dir, label_exts)
-        self.files: List[Tuple[Path, Path]] = [(images[s], labels[s]) for s in labels if s in images]
+        self.files: List[Tuple[Path, Path]] = [(images[s], labels[s]) for s in labels
+                                               if s in images]
         missing = len(labels) - len(self.files)
         if not self.files:
             raise DatasetError(

@@ -36,7 +36,7 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     preset: str = "fgaseg_vitb16_384"  # a fgaseg.model preset function name
-    clip_weights: Optional[str] = None  # pretrained CLIP to start from (fgaseg.clip.load_clip source)
+    clip_weights: Optional[str] = None  # pretrained CLIP (anything fgaseg.clip.load_clip reads)
     init_weights: Optional[str] = None  # start from a full FGASeg checkpoint instead
     overrides: Dict[str, Any] = field(default_factory=dict)  # FGASegConfig field overrides
 

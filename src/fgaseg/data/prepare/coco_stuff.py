@@ -33,8 +33,9 @@ def prepare(root: Path, splits: Sequence[str] = ("train2017", "val2017"),
             progress: bool = True) -> None:
     base = Path(root) / "coco-stuff"
     for split in splits:
-        source_dir = require_dir(base / "annotations" / split,
-                                 "unzip stuffthingmaps_trainval2017.zip into coco-stuff/annotations")
+        source_dir = require_dir(
+            base / "annotations" / split,
+            "unzip stuffthingmaps_trainval2017.zip into coco-stuff/annotations")
         output_dir = base / "annotations_detectron2" / split
         jobs = [(p, output_dir / p.name) for p in sorted(source_dir.glob("*.png"))]
         run_jobs(jobs, convert, f"coco-stuff {split}", progress)

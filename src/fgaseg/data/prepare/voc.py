@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Sequence
 
-import numpy as np
 
 from fgaseg.data.prepare.common import (base_parser, lookup_table, main_wrapper, read_array,
                                         require_dir, run_jobs, save_atomic)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
