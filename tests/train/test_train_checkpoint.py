@@ -36,6 +36,10 @@ def test_crash_while_saving_keeps_previous(tmp_path, monkeypatch):
     assert not [p for p in os.listdir(folder) if p.endswith(".tmp")]  # temp file cleaned up
     assert [p.name for p in ckpt.list_checkpoints(folder)] == ["step_0000001.pt"]
 
+    (folder / ".last.pt.abc.tmp").write_bytes(b"left by a SIGKILL")  # no cleanup possible then
+    ckpt.save_checkpoint({"model": {}, "step": 3}, folder, step=3)
+    assert not list(folder.glob(".*.tmp"))
+
 
 def test_keeps_only_the_last_numbered_checkpoints(tmp_path):
     for step in range(1, 5):

@@ -45,6 +45,8 @@ def save_checkpoint(state: Dict[str, Any], folder: Union[str, Path], step: int,
                     keep: int = 2) -> Path:
     """Write ``folder/last.pt`` (and ``step_XXXXXXX.pt`` when ``keep > 0``) atomically."""
     folder = Path(folder)
+    for stale in list(folder.glob(".*.tmp")) + list(folder.glob(".*.link")):
+        stale.unlink(missing_ok=True)  # left by a process killed while saving
     atomic_torch_save(state, folder / LAST)
     if keep > 0:
         numbered = folder / f"step_{step:07d}.pt"
