@@ -58,3 +58,42 @@ def test_truncated_or_foreign_file_is_a_clear_error(tmp_path):
     torch.save({"something": 1}, tmp_path / "other.pt")
     with pytest.raises(WeightsError, match="not an fgaseg training checkpoint"):
         ckpt.load_checkpoint(tmp_path / "other.pt")
+
+
+CHILD = r"""
+import sys, time, torch
+from fgaseg.train import checkpoint as ckpt
+folder, started = sys.argv[1], sys.argv[2]
+ckpt.save_checkpoint({"model": {"w": torch.ones(10)}, "step": 1}, folder, step=1)
+def slow_save(obj, handle, *a, **k):
+    handle.write(b"PK" * 1000)
+    handle.flush()
+    open(started, "w").close()
+    time.sleep(60)          # killed here, half-way through writing step 2
+torch.save = slow_save
+ckpt.save_checkpoint({"model": {"w": torch.zeros(10)}, "step": 2}, folder, step=2)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_sigkill_while_saving_keeps_previous(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    folder, started = tmp_path / "ckpt", tmp_path / "started"
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(folder), str(started)])
+    try:
+        deadline = time.time() + 50
+        while not started.exists():
+            assert child.poll() is None and time.time() < deadline, "child did not start saving"
+            time.sleep(0.05)
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    state = ckpt.load_checkpoint(ckpt.find_resume_checkpoint(folder))
+    assert state["step"] == 1 and torch.equal(state["model"]["w"], torch.ones(10))
+    assert list(folder.glob(".*.tmp"))  # the half-written temporary file is all that is left
