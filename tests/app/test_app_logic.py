@@ -57,3 +57,21 @@ def test_app_command_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "missing" in err and err.count("\n") == 1
     assert main(["app", "--weights", "x", "--port", "0"]) == 2
+
+
+def test_segment_for_app_with_tiny_fgaseg(tmp_path):
+    model_module = pytest.importorskip("fgaseg.model")
+    import torch
+
+    torch.manual_seed(0)
+    weights = model_module.FGASeg(model_module.fgaseg_tiny()).save_pretrained(tmp_path / "w")
+    from fgaseg.predict.loading import load_segmenter
+
+    segmenter = load_segmenter(str(weights), "fgaseg", "cpu")
+    pixels = (np.random.default_rng(0).random((36, 50, 3)) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "up.png")
+    overlay, table, result = segment_for_app(segmenter, str(tmp_path / "up.png"), "cat, sky")
+    assert result.labels.shape == (36, 50) and overlay.size[0] > 50
+    picture = np.asarray(overlay)[:36, :50]
+    assert np.abs(picture.astype(int) - pixels).max() > 20  # colours blended in
+    assert table.count('class="fgaseg-legend-row"') == 2

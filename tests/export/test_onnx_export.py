@@ -116,3 +116,23 @@ def test_export_command_missing_weights(tmp_path, capsys):
                  str(tmp_path / "none"), "--classes", "cat"])
     err = capsys.readouterr().err
     assert code == 2 and "none" in err and err.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_export_command_with_fgaseg_weights(tmp_path, capsys):
+    """The trained model end to end: save_pretrained -> fgaseg export -> onnxruntime check."""
+    pytest.importorskip("onnxscript")  # FGASeg needs the dynamo exporter
+    from fgaseg.model import FGASeg, fgaseg_tiny
+
+    torch.manual_seed(0)
+    weights = FGASeg(fgaseg_tiny()).save_pretrained(tmp_path / "w")
+    out = tmp_path / "fgaseg.onnx"
+    code = main(["export", "--onnx", str(out), "--weights", str(weights),
+                 "--classes", "cat, grass, sky", "--size", "64x64"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "matches PyTorch" in err
+    model = FGASeg.from_pretrained(weights).eval()
+    images = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(11))
+    expected = model.segment_logits(images, ["cat", "grass", "sky"], topk=0)
+    np.testing.assert_allclose(_run_onnx(out, images), expected.numpy(), atol=1e-3)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import time
 import warnings
 from dataclasses import dataclass
@@ -92,7 +93,8 @@ def export_onnx(segmenter: nn.Module, class_names: Union[str, Sequence[str]],
     start = time.perf_counter()
     chatter = io.StringIO()  # the dynamo exporter prints progress lines to stdout
     with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(chatter), \
-            explicit_attention(), static_positional_embedding(wrapper):
+            _quiet_loggers("onnxscript", "torch.onnx"), explicit_attention(), \
+            static_positional_embedding(wrapper):
         warnings.simplefilter("ignore")  # tracer warnings about Python values are expected
         kwargs = dict(input_names=["images"], output_names=["logits"], opset_version=opset,
                       dynamo=use_dynamo)
@@ -112,6 +114,20 @@ def export_onnx(segmenter: nn.Module, class_names: Union[str, Sequence[str]],
             raise RuntimeError(f"ONNX output differs from PyTorch by {max_diff:.3g} "
                                f"(> {atol:g}); the graph is not faithful")
     return ExportReport(path, output_names, (height, width), max_diff, seconds)
+
+
+@contextlib.contextmanager
+def _quiet_loggers(*names: str):
+    """Hide the exporters' chatter (e.g. warnings "Skipping constant folding ...")."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(max(logger.level, logging.ERROR))
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def _use_dynamo(exporter: str) -> bool:
