@@ -168,6 +168,11 @@ def test_missing_unknown_and_misshapen_keys_are_named():
     with pytest.raises(WeightsError, match="unknown keys: sem_seg_head.pixel_decoder.weight"):
         convert_official_checkpoint(foreign)
 
+    old_catseg = dict(state)
+    old_catseg["backbone.res2.0.conv1.weight"] = torch.empty(3, device="meta")
+    with pytest.raises(WeightsError, match="unknown keys: backbone.res2.0.conv1.weight .*pre-CVPR"):
+        convert_official_checkpoint(old_catseg)
+
     wrong = dict(state)
     wrong["sem_seg_head.predictor.DCDT.gamma_text"] = torch.empty(768, device="meta")
     with pytest.raises(WeightsError, match=r"DCDT.gamma_text \(768,\) vs \(512,\)"):

@@ -44,8 +44,8 @@ PREFIX_TABLE: Tuple[Tuple[str, str], ...] = (
 # renames inside our modules where fgaseg's name differs from the official one (ours -> ours)
 INNER_RENAMES: Tuple[Tuple[str, str], ...] = ()
 
-# markers that identify an official checkpoint without unpickling it
-_MARKERS = (PREDICTOR.encode(), b"sem_seg_head.predictor")
+# the key prefix that identifies an official checkpoint without unpickling it
+_MARKER = PREDICTOR.encode()
 
 
 # ----------------------------------------------------------------------------- recognising
@@ -72,8 +72,7 @@ def is_official_checkpoint(source: Source) -> bool:
     path = Path(source)
     if not path.is_file():
         return False
-    names = peek_key_names(path)
-    return any(marker in names for marker in _MARKERS)
+    return _MARKER in peek_key_names(path)
 
 
 # ----------------------------------------------------------------------------- renaming
@@ -191,7 +190,10 @@ def rename_official_state_dict(official: Mapping[str, Any]) -> StateDict:
             value = value.float()
         renamed[ours] = value
     if unknown:
-        raise WeightsError(f"official checkpoint has unknown keys: {_name_list(sorted(unknown))}")
+        hint = ""
+        if any(key.startswith("backbone.") for key in unknown):
+            hint = " (a pre-CVPR CAT-Seg checkpoint with a separate backbone; only the CLIP-only versions are supported)"
+        raise WeightsError(f"official checkpoint has unknown keys: {_name_list(sorted(unknown))}{hint}")
     return renamed
 
 

@@ -15,6 +15,7 @@ import importlib.util
 import json
 import os
 import pickle
+import re
 import struct
 import zipfile
 from pathlib import Path
@@ -135,9 +136,11 @@ def read_checkpoint_file(path: PathLike, *, allow_pickle: bool = False) -> Any:
         raise
     except pickle.UnpicklingError as exc:
         if "Weights only load failed" in str(exc) or "refusing to load global" in str(exc):
+            found = re.search(r"(?:GLOBAL|global) ([\w.]+)", str(exc))
+            what = f" such as {found.group(1)}" if found else ""
             raise WeightsError(
-                f"{path} contains Python objects besides weights ({_first_line(exc)}); if you trust "
-                "its source, retry with allow_pickle=True (fgaseg convert --allow-pickle)"
+                f"{path} contains Python objects besides weights{what}; if you trust its source, "
+                "retry with allow_pickle=True (fgaseg convert --allow-pickle)"
             ) from None
         raise WeightsError(f"checkpoint {path} is truncated or corrupt ({_first_line(exc)})") from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, struct.error, zipfile.BadZipFile) as exc:
