@@ -262,7 +262,8 @@ class Trainer:
                     out, finite = self._micro_step(model, images, targets,
                                                    sync=micro == cfg.grad_accum - 1)
                     for name, value in {"loss": out.loss, **dict(out.losses)}.items():
-                        sums[name] = sums.get(name, 0.0) + float(value.detach().float())
+                        value = value.detach().float() if torch.is_tensor(value) else value
+                        sums[name] = sums.get(name, 0.0) + float(value)
                 grad_norm = float("nan")
                 if finite:
                     self.scaler.unscale_(self.optimizer)
