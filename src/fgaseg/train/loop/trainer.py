@@ -298,7 +298,10 @@ class Trainer:
                     progress.update(1)
                 if main and finite and self.step % cfg.log_every == 0:
                     logger.scalars(last_losses, self.step, "train/")
-                    logger.scalars({"lr": lr, "grad_norm": grad_norm}, self.step, "train/")
+                    logger.scalars({f"lr/{group.get('name', i)}": group["lr"]
+                                    for i, group in enumerate(self.optimizer.param_groups)},
+                                   self.step, "train/")
+                    logger.scalars({"grad_norm": grad_norm}, self.step, "train/")
                 if (main and finite and cfg.image_log_every and
                         self.step % cfg.image_log_every == 0 and
                         getattr(out, "logits", None) is not None):
