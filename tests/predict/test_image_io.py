@@ -216,6 +216,22 @@ def test_unreadable_file(tmp_path):
         path.chmod(0o644)
 
 
+def test_read_permission_error_even_as_root(tmp_path, monkeypatch):
+    path = tmp_path / "locked.png"
+    Image.new("RGB", (2, 2)).save(path)
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Image, "open", denied)
+    assert "permission denied" in _error_for(path)
+
+
+def test_png_header_with_zero_size(tmp_path):
+    message = _error_for(_png_header_only(tmp_path / "zero.png", 0, 0))
+    assert "zero size" in message or "corrupt" in message or "not an image" in message
+
+
 def test_huge_image_refused_before_decoding(tmp_path):
     side = int(MAX_PIXELS ** 0.5) + 100   # just over 40 MP, header only
     message = _error_for(_png_header_only(tmp_path / "big.png", side, side))

@@ -106,7 +106,8 @@ def test_load_segmenter_errors(weights_dir, tmp_path):
     (tmp_path / "file.bin").write_bytes(b"\x00" * 100)
     for weights, method in [(tmp_path / "none", "fgaseg"), (tmp_path / "empty", "fgaseg"),
                             (tmp_path / "junk", "fgaseg"), (tmp_path / "file.bin", "fgaseg"),
-                            (weights_dir, "training-free"), (tmp_path / "file.bin", "training-free")]:
+                            (weights_dir, "training-free"),
+                            (tmp_path / "file.bin", "training-free")]:
         with pytest.raises(WeightsError) as info:
             load_segmenter(str(weights), method, "cpu")
         assert "\n" not in str(info.value), str(info.value)

@@ -14,6 +14,7 @@ from fgaseg.predict.palette import make_palette
 from fgaseg.predict.result import SegmentationResult
 
 EXAMPLE_CLASSES = "cat, grass, sky, tree, road"
+_HOW_TO = "Upload an image, list the classes to look for (comma-separated) and press Segment."
 
 # analytics / version checks would phone home; the demo must work offline
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -72,11 +73,14 @@ def build_app(segmenter: Any, *, title: str = "FGAseg open-vocabulary segmentati
             overlay, table, _ = segment_for_app(segmenter, image, classes, opacity, sliding,
                                                 max_side)
         except FGASegError as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
+            raise gr.Error(str(exc), **_supported(gr.Error.__init__,
+                                                  print_exception=False)) from None
         return overlay, table
 
-    with gr.Blocks(title=title, analytics_enabled=False) as demo:
-        gr.Markdown(f"## {title}\n{description or 'Upload an image, list the classes to look for (comma-separated) and press Segment.'}")
+    # gradio < 6 takes the theme here, gradio 6 in launch()
+    theme = {"theme": _local_theme()} if _accepts(gr.Blocks.__init__, "theme") else {}
+    with gr.Blocks(title=title, analytics_enabled=False, **theme) as demo:
+        gr.Markdown(f"## {title}\n{description or _HOW_TO}")
         with gr.Row():
             with gr.Column():
                 image = gr.Image(type="filepath", image_mode=None, label="image",
@@ -90,7 +94,8 @@ def build_app(segmenter: Any, *, title: str = "FGAseg open-vocabulary segmentati
             with gr.Column():
                 overlay = gr.Image(type="pil", format="png", label="overlay",
                                    interactive=False, elem_id="fgaseg-overlay")
-                legend = gr.HTML(label="legend", elem_id="fgaseg-legend", js_on_load=None)
+                legend = gr.HTML(label="legend", elem_id="fgaseg-legend",
+                                 **_supported(gr.HTML.__init__, js_on_load=None))
         button.click(run, inputs=[image, classes, opacity, sliding], outputs=[overlay, legend],
                      api_name="segment")
         classes.submit(run, inputs=[image, classes, opacity, sliding],
@@ -101,9 +106,30 @@ def build_app(segmenter: Any, *, title: str = "FGAseg open-vocabulary segmentati
 def launch(demo: Any, host: str = "127.0.0.1", port: int = 7860, *, block: bool = True,
            quiet: bool = False) -> Any:
     """Serve `demo` locally (no share link, no server-side rendering, no analytics)."""
+    options = _supported(demo.launch, ssr_mode=False, theme=_local_theme(), footer_links=[],
+                         mcp_server=False)  # newer gradio only
+    return demo.launch(server_name=host, server_port=port, share=False,
+                       prevent_thread_lock=not block, quiet=quiet, show_error=True, **options)
+
+
+def _local_theme() -> Any:
+    """The default look with system fonts only (no request to a font CDN)."""
     gr = require_gradio()
-    theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
-                              font_mono=["ui-monospace", "monospace"])
-    return demo.launch(server_name=host, server_port=port, share=False, ssr_mode=False,
-                       prevent_thread_lock=not block, quiet=quiet, theme=theme,
-                       show_error=True, footer_links=[], mcp_server=False)
+    return gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
+                             font_mono=["ui-monospace", "monospace"])
+
+
+def _accepts(function: Any, name: str) -> bool:
+    import inspect
+
+    return name in inspect.signature(function).parameters
+
+
+def _supported(function: Any, **options: Any) -> dict[str, Any]:
+    """The subset of keyword `options` that `function` accepts (gradio 4-6 differ)."""
+    import inspect
+
+    parameters = inspect.signature(function).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return options
+    return {name: value for name, value in options.items() if name in parameters}
