@@ -21,6 +21,9 @@ _OUTPUT_SUFFIXES = ("_labels.png", "_overlay.png")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = ("Writes <stem>_labels.png (indexed PNG), <stem>_overlay.png (with legend) and "
+                     "<stem>.json per image. Exit codes: 0 all images done; 1 some inputs failed "
+                     "(the others are written); 2 usage, class-list, device or weights error.")
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR",
                         help="image files and/or folders (images directly inside are used)")
     names = parser.add_mutually_exclusive_group(required=True)
