@@ -119,10 +119,13 @@ def test_fgaseg_convert_command_writes_a_loadable_folder(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "CAT-Seg ViT-B/16" in printed and str(out) in printed
     assert main(["convert", str(path), "--out", str(out)]) == 2  # refuses to overwrite
+    from safetensors.torch import load_file
+
+    written = load_file(str(out / "model.safetensors"))
+    assert len(written) == len(official)
+    assert all(torch.equal(written[official_to_ours(k)], v) for k, v in official.items())
     model = FGASeg.from_pretrained(out)
     _check_config(model.config, "catseg_vitb16")
-    key = "sem_seg_head.predictor.clip_model.transformer.resblocks.11.attn.v_proj_weight"
-    assert torch.equal(model.state_dict()[official_to_ours(key)], official[key])
     _run(model, 384)
 
 

@@ -42,7 +42,13 @@ def run(args: argparse.Namespace) -> int:
     official = load_official_model_dict(args.checkpoint, allow_pickle=args.allow_pickle)
     arch, config, state = convert_official_model_dict(official)
     print(f"checkpoint: {arch.describe()} ({len(state)} tensors)")
-    model = FGASeg(config)
+    # only the state dict is written: build without random initialisation (meta device, then
+    # uninitialised CPU memory) and fill every persistent tensor from the checkpoint
+    import torch
+
+    with torch.device("meta"):
+        model = FGASeg(config)
+    model = model.to_empty(device="cpu")
     model.load_state_dict(state, strict=True)
     del official, state
     model.save_pretrained(out_dir)
