@@ -156,3 +156,16 @@ def test_legacy_torch_format_and_allow_pickle_for_plain_pickles(tmp_path):
     for allow in (False, True):
         loaded = read_checkpoint_file(plain, allow_pickle=allow)
         assert isinstance(loaded["model"]["sem_seg_head.predictor.transformer.conv1.weight"], torch.Tensor)
+
+
+def test_safetensors_files_are_read_and_recognised_by_their_keys(tmp_path):
+    from safetensors.torch import save_file
+
+    official = tmp_path / "official.safetensors"
+    save_file({"sem_seg_head.predictor.transformer.conv1.weight": torch.ones(4, 1, 7, 7)}, str(official))
+    assert is_official_checkpoint(official)
+    assert torch.equal(load_official_model_dict(official)["sem_seg_head.predictor.transformer.conv1.weight"],
+                       torch.ones(4, 1, 7, 7))
+    ours = tmp_path / "model.safetensors"
+    save_file({"head.conv1.weight": torch.ones(4, 1, 7, 7)}, str(ours))
+    assert not is_official_checkpoint(ours)
