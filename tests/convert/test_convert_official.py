@@ -171,6 +171,11 @@ def test_missing_unknown_and_misshapen_keys_are_named():
     with pytest.raises(WeightsError, match="unknown keys: sem_seg_head.pixel_decoder.weight"):
         convert_official_checkpoint(foreign)
 
+    prompted = dict(state)
+    prompted["sem_seg_head.predictor.clip_model.visual.transformer.prompt_tokens"] = torch.empty(12, 4, 768, device="meta")
+    with pytest.raises(WeightsError, match="visual.transformer.prompt_tokens .*PROMPT_LENGTH"):
+        convert_official_checkpoint(prompted)
+
     old_catseg = dict(state)
     old_catseg["backbone.res2.0.conv1.weight"] = torch.empty(3, device="meta")
     with pytest.raises(WeightsError, match="unknown keys: backbone.res2.0.conv1.weight .*pre-CVPR"):

@@ -202,7 +202,10 @@ def check_against_model(state: Mapping[str, torch.Tensor], expected: Mapping[str
     unused = sorted(set(state) - set(expected))
     if unused:
         official = [ours_to_official(name) for name in unused]
-        raise WeightsError(f"official tensors with no place in the fgaseg model: {_name_list(official)}")
+        hint = ""
+        if any(name.endswith("prompt_tokens") for name in unused):
+            hint = " (visual prompt tuning, PROMPT_LENGTH > 0, is not supported)"
+        raise WeightsError(f"official tensors with no place in the fgaseg model: {_name_list(official)}{hint}")
     missing = sorted(set(expected) - set(state))
     if missing:
         official = [ours_to_official(name) for name in missing]
