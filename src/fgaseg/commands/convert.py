@@ -19,7 +19,8 @@ HELP = "convert an official CAT-Seg / FGA-seg detectron2 checkpoint"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", metavar="CKPT",
-                        help="official model_final.pth / .pkl (detectron2 format, CLIP included)")
+                        help="official model_final.pth / .pkl (detectron2 format, CLIP included), "
+                             "or a published name to download: catseg-vitb16, catseg-vitl14-336")
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="output folder for config.json + model.safetensors")
     parser.add_argument("--force", action="store_true",
@@ -31,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fgaseg.convert.official import convert_official_model_dict, load_official_model_dict
+    from fgaseg.convert.published import fetch_published, published_checkpoint
     from fgaseg.model import FGASeg
 
     out_dir = Path(args.out)
@@ -39,7 +41,10 @@ def run(args: argparse.Namespace) -> int:
     if (out_dir / "model.safetensors").exists() and not args.force:
         raise ConfigError(f"{out_dir} already holds a model; pass --force to overwrite it")
     started = time.perf_counter()
-    official = load_official_model_dict(args.checkpoint, allow_pickle=args.allow_pickle)
+    source = Path(args.checkpoint)
+    if not source.exists() and published_checkpoint(args.checkpoint) is not None:
+        source = fetch_published(args.checkpoint)
+    official = load_official_model_dict(source, allow_pickle=args.allow_pickle)
     arch, config, state = convert_official_model_dict(official)
     print(f"checkpoint: {arch.describe()} ({len(state)} tensors)")
     # only the state dict is written: build without random initialisation (meta device, then

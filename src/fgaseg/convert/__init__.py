@@ -10,17 +10,21 @@ from fgaseg.convert.official import (
     official_to_ours,
     ours_to_official,
 )
+from fgaseg.convert.published import PUBLISHED, fetch_published, published_checkpoint
 from fgaseg.convert.reading import read_checkpoint_file
 
 __all__ = [
     "PREFIX_TABLE",
+    "PUBLISHED",
     "OfficialArchitecture",
     "convert_official_checkpoint",
     "convert_official_model_dict",
+    "fetch_published",
     "infer_architecture",
     "is_official_checkpoint",
     "load_official_model_dict",
     "official_to_ours",
     "ours_to_official",
+    "published_checkpoint",
     "read_checkpoint_file",
 ]
