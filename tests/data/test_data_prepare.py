@@ -26,14 +26,15 @@ def test_coco_stuff(tmp_path):
     label = np.array([[0, 11, 12, 181], [255, 90, 91, 182]], np.uint8)
     save(tmp_path / "coco-stuff/annotations/val2017/a.png", label)
     save(tmp_path / "coco-stuff/images/val2017/a.jpg", rgb(2, 4))
-    assert coco_stuff.main([str(tmp_path), "--splits", "val2017", "--no-progress"]) == 0
+    assert coco_stuff.main([str(tmp_path), "--splits", "val2017", "--no-progress",
+                            "--workers", "2"]) == 0
     out = read_label_array(tmp_path / "coco-stuff/annotations_detectron2/val2017/a.png")
     # id 11 (unused) -> 255; 12 -> 11 (one unused id before it); 181 -> 170; 90 unused
     assert out.tolist() == [[0, 255, 11, 170], [255, 255, 80, 255]]
     assert build_dataset("coco171", tmp_path, "val")[0][1].tolist() == out.tolist()
 
 
-def test_ade20k_150_and_resume(tmp_path, monkeypatch):
+def test_ade20k_150_and_resume(tmp_path):
     src = tmp_path / "ADEChallengeData2016/annotations/validation"
     save(src / "x.png", np.array([[0, 1, 150]], np.uint8))
     save(src / "y.png", np.array([[2, 2, 2]], np.uint8))

@@ -22,21 +22,23 @@ def convert(source: Path, output: Path) -> None:
     save_atomic(label - np.uint8(1), output)  # uint8 wraps 0 -> 255
 
 
-def prepare(root: Path, splits: Sequence[str] = ("validation",), progress: bool = True) -> None:
+def prepare(root: Path, splits: Sequence[str] = ("validation",), progress: bool = True,
+            workers: int = 1) -> None:
     base = Path(root) / "ADEChallengeData2016"
     for split in splits:
         source_dir = require_dir(base / "annotations" / split,
                                  "unzip ADEChallengeData2016.zip into the root folder")
         output_dir = base / "annotations_detectron2" / split
         jobs = [(p, output_dir / p.name) for p in sorted(source_dir.glob("*.png"))]
-        run_jobs(jobs, convert, f"ade20k-150 {split}", progress)
+        run_jobs(jobs, convert, f"ade20k-150 {split}", progress, workers)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("--splits", nargs="+", default=["validation"],
                         help="validation (default) and/or training")
-    return main_wrapper(lambda a: prepare(Path(a.root), a.splits, not a.no_progress), parser, argv)
+    return main_wrapper(
+        lambda a: prepare(Path(a.root), a.splits, not a.no_progress, a.workers), parser, argv)
 
 
 if __name__ == "__main__":

@@ -81,7 +81,8 @@ def convert_one(image_path: Path, outputs, lut: np.ndarray) -> None:
     save_atomic(label.astype(np.uint16), out_label)
 
 
-def prepare(root: Path, progress: bool = True) -> None:
+def prepare(root: Path, progress: bool = True,
+            workers: int = 1) -> None:
     base = require_dir(Path(root) / "ADE20K_2021_17_01",
                        "unzip the ADE20K_2021_17_01 download into the root folder")
     index_file = base / "index_ade20k.pkl"
@@ -100,12 +101,13 @@ def prepare(root: Path, progress: bool = True) -> None:
         # the label is written last, so its presence marks a finished pair
         convert_one(source, (image_dir / source.name, out_label), lut)
 
-    run_jobs(jobs, convert, "ade20k-847 val", progress)
+    run_jobs(jobs, convert, "ade20k-847 val", progress, workers)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = base_parser(__doc__.splitlines()[0])
-    return main_wrapper(lambda a: prepare(Path(a.root), not a.no_progress), parser, argv)
+    return main_wrapper(
+        lambda a: prepare(Path(a.root), not a.no_progress, a.workers), parser, argv)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,8 @@ def convert(source: Path, output: Path) -> None:
 
 
 def prepare(root: Path, splits: Sequence[str] = ("train2017", "val2017"),
-            progress: bool = True) -> None:
+            progress: bool = True,
+            workers: int = 1) -> None:
     base = Path(root) / "coco-stuff"
     for split in splits:
         source_dir = require_dir(
@@ -38,13 +39,14 @@ def prepare(root: Path, splits: Sequence[str] = ("train2017", "val2017"),
             "unzip stuffthingmaps_trainval2017.zip into coco-stuff/annotations")
         output_dir = base / "annotations_detectron2" / split
         jobs = [(p, output_dir / p.name) for p in sorted(source_dir.glob("*.png"))]
-        run_jobs(jobs, convert, f"coco-stuff {split}", progress)
+        run_jobs(jobs, convert, f"coco-stuff {split}", progress, workers)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("--splits", nargs="+", default=["train2017", "val2017"])
-    return main_wrapper(lambda a: prepare(Path(a.root), a.splits, not a.no_progress), parser, argv)
+    return main_wrapper(
+        lambda a: prepare(Path(a.root), a.splits, not a.no_progress, a.workers), parser, argv)
 
 
 if __name__ == "__main__":

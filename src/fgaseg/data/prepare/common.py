@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -32,21 +32,38 @@ def save_atomic(array: np.ndarray, path: Path, fmt: Optional[str] = None,
 
 
 def run_jobs(jobs: Sequence[Job], convert: Callable[[object, Path], None], desc: str,
-             progress: bool = True) -> Tuple[int, int]:
+             progress: bool = True, workers: int = 1) -> Tuple[int, int]:
     """``convert(input, output)`` for every job whose output does not exist yet.
 
     Returns ``(converted, skipped)``. Outputs already present (from a previous, interrupted
-    run) are skipped, so a conversion can be stopped and restarted at any time.
+    run) are skipped, so a conversion can be stopped and restarted at any time. ``workers > 1``
+    converts in threads (image decoding / encoding releases the GIL).
     """
     todo = [job for job in jobs if not Path(job[1]).exists()]
     skipped = len(jobs) - len(todo)
-    iterator: Iterable[Job] = todo
+    bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        iterator = tqdm(todo, desc=desc, unit="img", initial=0, total=len(todo))
-    for source, output in iterator:
-        convert(source, Path(output))
+        bar = tqdm(total=len(todo), desc=desc, unit="img")
+        if skipped:
+            bar.write(f"{desc}: {skipped} outputs already exist and are skipped")
+    try:
+        if workers <= 1:
+            for source, output in todo:
+                convert(source, Path(output))
+                if bar is not None:
+                    bar.update(1)
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                for _ in pool.map(lambda job: convert(job[0], Path(job[1])), todo):
+                    if bar is not None:
+                        bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
     return len(todo), skipped
 
 
@@ -78,6 +95,7 @@ def base_parser(description: str, default_root: str = "datasets") -> argparse.Ar
                         help="folder holding the datasets (default: $DETECTRON2_DATASETS or "
                              "./datasets)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--workers", type=int, default=4, help="conversion threads (default 4)")
     return parser
 
 

@@ -44,7 +44,8 @@ def convert(source: Path, output: Path) -> None:
     save_atomic(label.astype(np.uint16), output)  # -1 -> 65535 (ignored)
 
 
-def prepare(root: Path, progress: bool = True) -> None:
+def prepare(root: Path, progress: bool = True,
+            workers: int = 1) -> None:
     voc = require_dir(Path(root) / "VOCdevkit" / "VOC2010", "extract VOCtrainval_03-May-2010.tar")
     mats = require_dir(voc / "trainval", "extract trainval.tar.gz into VOCdevkit/VOC2010")
     out_dir = voc / "annotations_detectron2" / "pc459_val"
@@ -52,12 +53,13 @@ def prepare(root: Path, progress: bool = True) -> None:
             if (mats / f"{i}.mat").is_file()]
     if not jobs:
         raise DatasetError(f"no val .mat files found in {mats}")
-    run_jobs(jobs, convert, "pascal context-459 val", progress)
+    run_jobs(jobs, convert, "pascal context-459 val", progress, workers)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = base_parser(__doc__.splitlines()[0])
-    return main_wrapper(lambda a: prepare(Path(a.root), not a.no_progress), parser, argv)
+    return main_wrapper(
+        lambda a: prepare(Path(a.root), not a.no_progress, a.workers), parser, argv)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,8 @@ def paint(image_info: dict, segments: list) -> np.ndarray:
     return mask
 
 
-def prepare(root: Path, progress: bool = True) -> None:
+def prepare(root: Path, progress: bool = True,
+            workers: int = 1) -> None:
     voc = require_dir(Path(root) / "VOCdevkit" / "VOC2010", "extract VOCtrainval_03-May-2010.tar")
     json_path = voc / "trainval_merged.json"
     if not json_path.is_file():
@@ -56,12 +57,13 @@ def prepare(root: Path, progress: bool = True) -> None:
         mask = paint(images[image_id], segments.get(image_id, []))
         save_atomic(LUT[np.clip(mask, 0, len(LUT) - 1)], output)
 
-    run_jobs(jobs, convert, "pascal context-59 val", progress)
+    run_jobs(jobs, convert, "pascal context-59 val", progress, workers)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = base_parser(__doc__.splitlines()[0])
-    return main_wrapper(lambda a: prepare(Path(a.root), not a.no_progress), parser, argv)
+    return main_wrapper(
+        lambda a: prepare(Path(a.root), not a.no_progress, a.workers), parser, argv)
 
 
 if __name__ == "__main__":

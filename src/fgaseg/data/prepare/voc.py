@@ -33,7 +33,8 @@ def convert_pair(source: Path, outputs) -> None:
     save_atomic(LUT_VOC20B[label], out20b)
 
 
-def prepare(root: Path, progress: bool = True) -> None:
+def prepare(root: Path, progress: bool = True,
+            workers: int = 1) -> None:
     voc = require_dir(Path(root) / "VOCdevkit" / "VOC2012", "extract VOCtrainval_11-May-2012.tar")
     split_file = voc / "ImageSets" / "Segmentation" / "val.txt"
     if not split_file.is_file():
@@ -52,12 +53,13 @@ def prepare(root: Path, progress: bool = True) -> None:
     def convert(source: Path, output_bg: Path) -> None:
         convert_pair(source, (voc / "annotations_detectron2" / "val" / output_bg.name, output_bg))
 
-    run_jobs(jobs, convert, "voc2012 val", progress)
+    run_jobs(jobs, convert, "voc2012 val", progress, workers)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = base_parser(__doc__.splitlines()[0])
-    return main_wrapper(lambda a: prepare(Path(a.root), not a.no_progress), parser, argv)
+    return main_wrapper(
+        lambda a: prepare(Path(a.root), not a.no_progress, a.workers), parser, argv)
 
 
 if __name__ == "__main__":
