@@ -11,7 +11,7 @@ if [ "${FGASEG_SKIP_BROWSER:-0}" != "1" ]; then
         (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
             || echo "note: chromium could not be installed; the browser test will be skipped"
     fi
-    "$ROOT/.venv/bin/pip" install -q "gradio>=4.0" "playwright>=1.40" \
+    "$ROOT/.venv/bin/pip" install -q "gradio>=5.0" "playwright>=1.40" \
         || echo "note: gradio/playwright could not be installed; the browser test will be skipped"
 fi
 set +e
