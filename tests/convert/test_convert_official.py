@@ -57,6 +57,15 @@ def test_names_and_shapes_match_the_model(name):
     assert all(tuple(state[official_to_ours(k)].shape) == s for k, s in spec.items())
 
 
+def test_a_pre_resized_positional_embedding_keeps_its_size():
+    state = _meta_state("catseg_vitb16")
+    state["sem_seg_head.predictor.clip_model.visual.positional_embedding"] = torch.empty(577, 768, device="meta")
+    config, converted = convert_official_checkpoint(state)
+    assert config.clip == "ViT-B/16" and config.clip_config["image_resolution"] == 384
+    assert converted["clip.visual.positional_embedding"].shape == (577, 768)
+    assert convert_official_checkpoint(_meta_state("catseg_vitb16"))[0].clip_config is None
+
+
 def test_model_names_are_the_official_ones_under_five_prefixes():
     from fgaseg.model import fgaseg_vitb16_384
 

@@ -24,11 +24,12 @@ HEAD_PREFIX = PREDICTOR + "transformer."
 P2T_PREFIX = PREDICTOR + "DCDT."
 PROJECTOR_PREFIX = PREDICTOR + "proj."
 
-# (vision width, patch size, vision layers, positional grid) -> (official name, run-time
-# resolution of the CLIP input, 0-based CLIP blocks feeding upsample1/upsample2)
+# (vision width, patch size, vision layers) -> (official name, run-time resolution of the CLIP
+# input, 0-based CLIP blocks feeding upsample1/upsample2). The positional-embedding grid is
+# OpenAI's (14 for B/16, 24 for L/14@336) in the released files; another grid is kept as is.
 _KNOWN_CLIPS = {
-    (768, 16, 12, 14): ("ViT-B/16", 384, (3, 7)),
-    (1024, 14, 24, 24): ("ViT-L/14@336px", 336, (7, 15)),
+    (768, 16, 12): ("ViT-B/16", 384, (3, 7)),
+    (1024, 14, 24): ("ViT-L/14@336px", 336, (7, 15)),
 }
 
 
@@ -92,7 +93,7 @@ def infer_clip(state: Mapping[str, torch.Tensor]) -> Tuple[str, CLIPConfig, int,
     """(official name, CLIPConfig, run-time resolution, guidance layers) of ``clip_model.*``."""
     clip_state = _sub(state, CLIP_PREFIX)
     config = infer_config(clip_state, source="official checkpoint's clip_model")
-    key = (config.vision_width, config.vision_patch_size, config.vision_layers, config.grid_size)
+    key = (config.vision_width, config.vision_patch_size, config.vision_layers)
     if key not in _KNOWN_CLIPS:
         raise WeightsError(
             f"official checkpoint uses an unsupported CLIP (width {config.vision_width}, patch "

@@ -114,6 +114,7 @@ def _name_list(names: List[str], limit: int = 3) -> str:
 # ----------------------------------------------------------------------------- configuration
 def config_from_architecture(arch: OfficialArchitecture):
     """The FGASegConfig that reproduces an official architecture."""
+    from fgaseg.clip.config import get_config as get_clip_config
     from fgaseg.clip.templates import IMAGENET_TEMPLATES, PROMPT_TEMPLATES_SINGLE
     from fgaseg.model.config import FGASegConfig
 
@@ -138,8 +139,12 @@ def config_from_architecture(arch: OfficialArchitecture):
             f"{arch.feature_resolution} grid, but {arch.clip_name} at {arch.clip_resolution}px gives {grid}x{grid}"
         )
     fgaseg = arch.family == "fgaseg"
+    named_clip = get_clip_config(arch.clip_name)
     return FGASegConfig(
         clip=arch.clip_name,
+        # a checkpoint whose CLIP differs from the named one (e.g. a pre-resized positional
+        # embedding) keeps its own geometry
+        clip_config=None if arch.clip_config.to_dict() == named_clip.to_dict() else arch.clip_config.to_dict(),
         image_size=arch.clip_resolution,
         guidance_layers=arch.guidance_layers,
         prompt_templates=templates,
