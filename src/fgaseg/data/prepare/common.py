@@ -88,12 +88,18 @@ def read_array(path: Path) -> np.ndarray:
         return np.array(image)
 
 
-def base_parser(description: str, default_root: str = "datasets") -> argparse.ArgumentParser:
+def base_parser(description: str, default_root: Optional[str] = None) -> argparse.ArgumentParser:
+    """``ROOT`` (default ``$DETECTRON2_DATASETS`` or ``./datasets``, or ``default_root``),
+    ``--no-progress`` and ``--workers``."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("root", nargs="?", default=os.environ.get("DETECTRON2_DATASETS",
-                                                                  default_root),
-                        help="folder holding the datasets (default: $DETECTRON2_DATASETS or "
-                             "./datasets)")
+    if default_root is None:
+        parser.add_argument("root", nargs="?",
+                            default=os.environ.get("DETECTRON2_DATASETS", "datasets"),
+                            help="folder holding the datasets (default: $DETECTRON2_DATASETS "
+                                 "or ./datasets)")
+    else:
+        parser.add_argument("root", nargs="?", default=default_root,
+                            help=f"output folder (default: ./{default_root})")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--workers", type=int, default=4, help="conversion threads (default 4)")
     return parser
