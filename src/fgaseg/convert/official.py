@@ -44,8 +44,9 @@ PREFIX_TABLE: Tuple[Tuple[str, str], ...] = (
 # renames inside our modules where fgaseg's name differs from the official one (ours -> ours)
 INNER_RENAMES: Tuple[Tuple[str, str], ...] = ()
 
-# the key prefix that identifies an official checkpoint without unpickling it
-_MARKER = PREDICTOR.encode()
+# the key prefix that identifies an official checkpoint without unpickling it (Mask2Former-like
+# detectron2 models also have ``sem_seg_head.predictor.*`` keys, but no CLIP there)
+_MARKER = CLIP_PREFIX.encode()
 
 
 # ----------------------------------------------------------------------------- recognising
@@ -57,7 +58,7 @@ def _model_dict(obj: Any) -> Optional[Mapping[str, Any]]:
     if not isinstance(candidate, Mapping) or not candidate:
         return None
     keys = [key for key in candidate if isinstance(key, str)]
-    if any(key.startswith(PREDICTOR) or key.startswith("module." + PREDICTOR) for key in keys):
+    if any(key.startswith(CLIP_PREFIX) or key.startswith("module." + CLIP_PREFIX) for key in keys):
         return candidate
     return None
 
@@ -257,9 +258,9 @@ def _describe(obj: Any) -> str:
 
 def convert_official_model_dict(official: Mapping[str, Any]):
     """``(OfficialArchitecture, FGASegConfig, state_dict)`` from an official ``model`` dict."""
+    state = rename_official_state_dict(official)
     arch = infer_architecture(official)
     config = config_from_architecture(arch)
-    state = rename_official_state_dict(official)
     check_against_model(state, expected_state_shapes(config))
     return arch, config, state
 
