@@ -37,7 +37,14 @@ def _one_line(exc: pytest.ExceptionInfo) -> str:
 
 def test_detectron2_pth_roundtrip(tmp_path, catseg_b16_state):
     path = tmp_path / "model_final.pth"
-    torch.save({"model": catseg_b16_state, "iteration": 79999, "trainer": {"iteration": 79999}}, path)
+    # what detectron2's DefaultTrainer + DetectionCheckpointer write next to the model
+    param = torch.nn.Parameter(torch.zeros(3))
+    optimizer = torch.optim.AdamW([param], lr=2e-4, weight_decay=1e-4)
+    param.grad = torch.ones(3)
+    optimizer.step()
+    trainer = {"iteration": 79999, "optimizer": optimizer.state_dict(),
+               "hooks": {"detectron2.engine.hooks.LRScheduler": {"base_lrs": [2e-4], "last_epoch": 79999}}}
+    torch.save({"model": catseg_b16_state, "trainer": trainer, "iteration": 79999}, path)
     assert is_official_checkpoint(path)
     model = load_official_model_dict(path)
     assert set(model) == set(catseg_b16_state)
