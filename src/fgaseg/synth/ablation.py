@@ -77,7 +77,8 @@ def run_ablations(
             stats = train_segmentation(
                 model, train, run_config.segtrain, seed=seed, progress=progress, desc=f"{name}, seed {seed}"
             )
-            metrics = evaluate(model, test, config.eval_batch_size, progress, topk=None)
+            metrics = evaluate(model, test, config.eval_batch_size, progress, topk=0,
+                               chunk_size=config.eval_chunk_size)
             run = {"variant": name, "seed": seed, **_metrics(metrics), "train_seconds": stats["seconds"],
                    "seconds": round(time.time() - t, 1)}
             if name == "full FGAseg":
@@ -103,7 +104,8 @@ def _inference_variants(model, test, config: BenchmarkConfig, progress: bool) ->
     """The same trained full model evaluated with TopK pruning (and timed)."""
     out = {}
     for k in config.topk_rows:
-        m = evaluate(model, test, config.eval_batch_size, progress, desc=f"TopK {k}", topk=k)
+        m = evaluate(model, test, config.eval_batch_size, progress, desc=f"TopK {k}", topk=k,
+                     chunk_size=config.eval_chunk_size)
         out[f"TopK {k}"] = {**_metrics(m), "seconds": m["seconds"]}
     return out
 
