@@ -76,6 +76,8 @@ class TrainConfig:
     progress: bool = True             # tqdm progress bar on rank 0
     ddp_find_unused_parameters: bool = True  # safe default; False is a little faster if every
                                              # trainable parameter gets a gradient each step
+    sync_batchnorm: bool = False      # share BatchNorm statistics across GPUs (the official
+                                      # training keeps them per GPU; CUDA only)
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig}

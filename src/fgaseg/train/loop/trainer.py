@@ -150,6 +150,11 @@ class Trainer:
         from torch.nn.parallel import DistributedDataParallel
 
         device_ids = [self.device.index] if self.device.type == "cuda" else None
+        if self.config.sync_batchnorm:
+            if self.device.type == "cuda":
+                self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            else:
+                warnings.warn("sync_batchnorm needs CUDA; BatchNorm statistics stay per process")
         return DistributedDataParallel(
             _TupleOutput(self.model), device_ids=device_ids,
             find_unused_parameters=self.config.ddp_find_unused_parameters)
