@@ -53,6 +53,9 @@ def test_constant_prediction_metrics(tmp_path):
     assert r["mIoU"] == pytest.approx(100 * 12 / 17 / 3)
     assert r["pACC"] == pytest.approx(100 * 12 / 17)
     assert r["num_images"] == 2 and r["confusion_matrix"].sum() == 17
+    from fgaseg.eval import write_json
+    saved = json.loads(write_json(r, tmp_path / "r.json").read_text())
+    assert saved["confusion_matrix"][0][0] == 12 and saved["per_class_iou"]["b"] == 0.0
     # shortest side resized to 8 before the segmenter; sliding/topk passed through
     assert segmenter.calls[0] == ((1, 3, 8, 11), True, 5)
 

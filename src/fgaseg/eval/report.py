@@ -38,6 +38,8 @@ def format_table(results: Dict[str, object], columns: int = 3, name_width: int =
 def write_json(results: Dict[str, object], path: Union[str, Path]) -> Path:
     """Write ``results`` (NaN -> null) to ``path`` atomically."""
     def clean(value):
+        if hasattr(value, "tolist"):  # tensors / arrays (e.g. the confusion matrix)
+            value = value.tolist()
         if isinstance(value, float) and math.isnan(value):
             return None
         if isinstance(value, dict):
