@@ -79,11 +79,14 @@ class WindowAttention(nn.Module):
         h = self.num_heads
 
         def heads(t: torch.Tensor) -> torch.Tensor:
-            return t.reshape(N, nW, L, h, C // h).transpose(2, 3)  # (N, nW, h, L, d)
+            return t.reshape(N * nW, L, h, C // h).transpose(1, 2)  # (N*nW, h, L, d)
 
-        attn_mask = None if mask is None else mask.unsqueeze(1).to(q.dtype)  # (nW, 1, L, L)
+        attn_mask = None
+        if mask is not None:
+            # 4-D inputs keep SDPA on its fused CPU/GPU kernels (5-D falls back to the slow path)
+            attn_mask = mask.to(q.dtype).unsqueeze(1).repeat(N, 1, 1, 1)  # (N*nW, 1, L, L)
         out = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), attn_mask=attn_mask)
-        out = out.transpose(2, 3).reshape(N, nW, L, C)
+        out = out.transpose(1, 2).reshape(N, nW, L, C)
         return self.proj(out)
 
 
