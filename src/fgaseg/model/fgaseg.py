@@ -222,7 +222,7 @@ class FGASeg(nn.Module):
         self.eval()
         try:
             with torch.inference_mode():
-                images = images.to(self.device, torch.float32)
+                images = images.to(self.device, self.pixel_mean.dtype)
                 text = self.encode_classes(names)
                 k = self._resolve_topk(topk)
                 if sliding:
