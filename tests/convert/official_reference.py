@@ -1,0 +1,255 @@
+"""A functional reference of the official CAT-Seg / FGA-seg prediction head, on official names.
+
+Written for the tests from the architecture rules read in the official code (CAT-Seg
+``Aggregator``, FGA-seg ``Decoder`` / ``Decoder_fast`` training path, ``Local_align``,
+``P2Tformer``); it imports and runs no official code. Every function takes the official
+``model`` dict (``sd``) and reads the tensors by their official names, so comparing it with
+fgaseg's modules loaded through the converter checks the names *and* what each tensor does.
+Shapes: B images, T classes, P templates, C CLIP embed dim, (H, W) token grid.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+HEAD = "sem_seg_head.predictor.transformer."
+P2T = "sem_seg_head.predictor.DCDT."
+
+
+def _lin(sd: Dict[str, torch.Tensor], name: str, x: torch.Tensor) -> torch.Tensor:
+    return F.linear(x, sd[name + ".weight"], sd.get(name + ".bias"))
+
+
+def _ln(sd: Dict[str, torch.Tensor], name: str, x: torch.Tensor) -> torch.Tensor:
+    return F.layer_norm(x, x.shape[-1:], sd[name + ".weight"], sd[name + ".bias"])
+
+
+def _conv(sd, name, x, padding):
+    return F.conv2d(x, sd[name + ".weight"], sd.get(name + ".bias"), padding=padding)
+
+
+# ----------------------------------------------------------------------------- spatial (Swin)
+def swin_block(sd, p: str, x, guidance, grid: Tuple[int, int], window: int, shift: int, heads: int):
+    """One Swin block with guidance concatenated for q/k. ``x (N, H*W, C)``, ``guidance (N, H*W, G)``."""
+    H, W = grid
+    N, L, C = x.shape
+    h = torch.cat([_ln(sd, p + "norm1", x), guidance], dim=-1).view(N, H, W, -1)
+    if shift:
+        h = torch.roll(h, shifts=(-shift, -shift), dims=(1, 2))
+    nh, nw = H // window, W // window
+    win = h.view(N, nh, window, nw, window, -1).permute(0, 1, 3, 2, 4, 5).reshape(N * nh * nw, window * window, -1)
+    n = window * window
+
+    def heads_of(t):
+        return t.reshape(t.shape[0], n, heads, -1).transpose(1, 2)
+
+    q = heads_of(_lin(sd, p + "attn.q", win))
+    k = heads_of(_lin(sd, p + "attn.k", win))
+    v = heads_of(_lin(sd, p + "attn.v", win[..., :C]))
+    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
+    if shift:
+        mask = sd[p + "attn_mask"]  # (windows, n, n), windows in row-major order per image
+        scores = (scores.view(N, nh * nw, heads, n, n) + mask[None, :, None]).view(-1, heads, n, n)
+    out = (scores.softmax(-1) @ v).transpose(1, 2).reshape(-1, n, C)
+    out = _lin(sd, p + "attn.proj", out)
+    out = out.view(N, nh, nw, window, window, C).permute(0, 1, 3, 2, 4, 5).reshape(N, H, W, C)
+    if shift:
+        out = torch.roll(out, shifts=(shift, shift), dims=(1, 2))
+    x = x + out.reshape(N, L, C)
+    return x + _lin(sd, p + "mlp.fc2", F.gelu(_lin(sd, p + "mlp.fc1", _ln(sd, p + "norm2", x))))
+
+
+def spatial_aggregation(sd, p: str, x, app_guidance, window: int, heads: int):
+    """``x (B, C, T, H, W)``, ``app_guidance (B, G, H, W)`` -> ``(B, C, T, H, W)``."""
+    B, C, T, H, W = x.shape
+    seq = x.permute(0, 2, 3, 4, 1).reshape(B * T, H * W, C)
+    g = app_guidance.permute(0, 2, 3, 1).reshape(B, 1, H * W, -1).expand(B, T, H * W, -1).reshape(B * T, H * W, -1)
+    g = _ln(sd, p + "guidance_norm", g)
+    seq = swin_block(sd, p + "block_1.", seq, g, (H, W), window, 0, heads)
+    seq = swin_block(sd, p + "block_2.", seq, g, (H, W), window, window // 2, heads)
+    return seq.view(B, T, H, W, C).permute(0, 4, 1, 2, 3)
+
+
+# ----------------------------------------------------------------------------- class aggregation
+def linear_attention(q, k, v, eps: float = 1e-6):
+    """Linear attention with the elu+1 feature map; ``(N, L, heads, d)`` each."""
+    Q, K = F.elu(q) + 1, F.elu(k) + 1
+    length = v.shape[1]
+    kv = torch.einsum("nshd,nshv->nhdv", K, v / length)
+    z = 1.0 / (torch.einsum("nlhd,nhd->nlh", Q, K.sum(dim=1)) + eps)
+    return torch.einsum("nlhd,nhdv,nlh->nlhv", Q, kv, z) * length
+
+
+def class_aggregation(sd, p: str, x, text_guidance, pad_len: int, heads: int, pool: int = 1):
+    """``x (B, C, T, H, W)``, ``text_guidance (B, T, G)`` -> ``(B, C, T, H, W)``."""
+    B, C, T, H, W = x.shape
+    pooled = x
+    if pool > 1:
+        pooled = F.avg_pool2d(x.transpose(1, 2).reshape(B * T, C, H, W), pool)
+        pooled = pooled.view(B, T, C, *pooled.shape[-2:]).transpose(1, 2)
+    h, w = pooled.shape[-2:]
+    guidance = text_guidance
+    if pad_len > 0 and T < pad_len:
+        extra = pad_len - T
+        pooled = torch.cat([pooled, sd[p + "padding_tokens"].view(1, C, 1, 1, 1).expand(B, C, extra, h, w)], dim=2)
+        guidance = torch.cat([guidance, sd[p + "padding_guidance"].view(1, 1, -1).expand(B, extra, -1)], dim=1)
+    Tp = pooled.shape[2]
+    seq = pooled.permute(0, 3, 4, 2, 1).reshape(B * h * w, Tp, C)
+    g = guidance[:, None, None].expand(B, h, w, Tp, guidance.shape[-1]).reshape(B * h * w, Tp, -1)
+    normed = _ln(sd, p + "norm1", seq)
+    qk_in = torch.cat([normed, g], dim=-1)
+    q = _lin(sd, p + "attention.q", qk_in).view(B * h * w, Tp, heads, -1)
+    k = _lin(sd, p + "attention.k", qk_in).view(B * h * w, Tp, heads, -1)
+    v = _lin(sd, p + "attention.v", normed).view(B * h * w, Tp, heads, -1)
+    seq = seq + linear_attention(q, k, v).reshape(B * h * w, Tp, C)
+    seq = seq + _lin(sd, p + "MLP.2", F.relu(_lin(sd, p + "MLP.0", _ln(sd, p + "norm2", seq))))
+    out = seq.view(B, h, w, Tp, C).permute(0, 3, 4, 1, 2).reshape(B * Tp, C, h, w)
+    out = F.interpolate(out, size=(H, W), mode="bilinear", align_corners=True)
+    out = out.view(B, Tp, C, H, W).transpose(1, 2)[:, :, :T]
+    return x + out
+
+
+# ----------------------------------------------------------------------------- decoder
+def double_conv(sd, p: str, x):
+    for conv, norm in (("0", "1"), ("3", "4")):
+        x = _conv(sd, p + conv, x, 1)
+        groups = x.shape[1] // 16
+        x = F.relu(F.group_norm(x, groups, sd[p + norm + ".weight"], sd[p + norm + ".bias"]))
+    return x
+
+
+def up_block(sd, p: str, x, guidance):
+    """``x (B*T, C, h, w)``, ``guidance (B, G, 2h, 2w)`` (repeated per class, image-major)."""
+    x = F.conv_transpose2d(x, sd[p + "up.weight"], sd[p + "up.bias"], stride=2)
+    T = x.shape[0] // guidance.shape[0]
+    x = torch.cat([x, guidance.repeat_interleave(T, dim=0)], dim=1)
+    return double_conv(sd, p + "conv.double_conv.", x)
+
+
+def local_alignment(sd, p: str, img, text, kernel: int):
+    """LCS: ``img (B, C, H, W)``, ``text (B, T, 1, C)`` -> ``(B, 1, T, H, W)``."""
+    img = F.normalize(img, dim=1)
+    params = _lin(sd, p + "Local_align.txt", F.normalize(text, dim=-1))[:, :, 0]  # (B, T, C*k*k + 1)
+    out = []
+    for b in range(img.shape[0]):
+        weight = params[b, :, :-1].reshape(params.shape[1], img.shape[1], kernel * kernel).softmax(dim=-1)
+        weight = weight.view(params.shape[1], img.shape[1], kernel, kernel)
+        weight = weight / weight.sum(dim=(-1, -2), keepdim=True)
+        out.append(F.conv2d(img[b:b + 1], weight, params[b, :, -1], padding=kernel // 2))
+    return torch.cat(out, dim=0).unsqueeze(1)
+
+
+def _embed(sd, name, cost):
+    B, P, T, H, W = cost.shape
+    y = _conv(sd, name, cost.transpose(1, 2).reshape(B * T, P, H, W), 3)
+    return y.view(B, T, -1, H, W).transpose(1, 2)
+
+
+def _fuse(sd, name: Optional[str], x, local, fusion: str, dim: int = 1):
+    if fusion == "add":
+        return x + local
+    return _lin(sd, name, torch.cat([x, local], dim=dim).movedim(dim, -1)).movedim(-1, dim)
+
+
+def reference_head(sd, img, text, res4, res5, *, family: str, fusion: str = "cat", kernel: int = 3,
+                   num_layers: int = 2, pad_len: int = 256, window: int = 12, heads: int = 4,
+                   pool: int = 1) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+    """Logits ``(B, T, 4H, 4W)`` and the three aux logits (FGA-seg fast training path; empty for
+    CAT-Seg) of ``Aggregator`` / ``Decoder(_fast)``.
+
+    ``img (B, C, H, W)``: dense CLIP embedding (also appearance guidance ``res3``);
+    ``text (B, T, P, C)``; ``res4 (B, 256, 2H, 2W)``, ``res5 (B, 128, 4H, 4W)``: upsampled
+    CLIP block features.
+    """
+    p = HEAD
+    fga = family == "fgaseg"
+    B, T = text.shape[:2]
+    cost = torch.einsum("bchw,btpc->bpthw", F.normalize(img, dim=1), F.normalize(text, dim=-1))
+    selected = None
+    if pad_len > 0 and T > pad_len:
+        best = cost.permute(0, 2, 1, 3, 4).flatten(-3).max(dim=-1)[0]
+        selected = best.topk(pad_len, dim=-1, sorted=False)[1]
+        text = torch.gather(F.normalize(text, dim=-1), 1,
+                            selected[..., None, None].expand(-1, -1, text.shape[2], text.shape[3]))
+        cost = torch.einsum("bchw,btpc->bpthw", F.normalize(img, dim=1), text)
+    x = _embed(sd, p + "conv1", cost)
+    local = _embed(sd, p + "conv2", local_alignment(sd, p, img, text, kernel)) if fga else None
+    app = F.relu(_conv(sd, p + "guidance_projection.0", img, 1))
+    dec = [F.relu(_conv(sd, p + f"decoder_guidance_projection.{i}.0", g, 1)) for i, g in enumerate((res4, res5))]
+    text_g = F.relu(_lin(sd, p + "text_guidance_projection.0", F.normalize(text.mean(dim=-2), dim=-1)))
+    aux: List[torch.Tensor] = []
+    Bx = x.shape[0]
+    if fga:
+        x = _fuse(sd, p + "conv_cat", x, local, fusion)
+        if p + "head_auxi_0.weight" in sd:
+            aux.append(_conv(sd, p + "head_auxi_0", x.transpose(1, 2).flatten(0, 1), 1).view(Bx, -1, *x.shape[-2:]))
+    for i in range(num_layers):
+        x = spatial_aggregation(sd, f"{p}layers.{i}.swin_block.", x, app, window, heads)
+        x = class_aggregation(sd, f"{p}layers.{i}.attention.", x, text_g, pad_len, heads, pool)
+    slices = x.transpose(1, 2).flatten(0, 1)
+    if fga:
+        local_slices = local.transpose(1, 2).flatten(0, 1)
+        slices = _fuse(sd, p + "conv_cat_decoder_1", slices, local_slices, fusion)
+        if aux:
+            aux.append(_conv(sd, p + "head_auxi_1", slices, 1).view(Bx, -1, *slices.shape[-2:]))
+    y = up_block(sd, p + "decoder1.", slices, dec[0])
+    if fga:
+        lp = p + "corr_local_decoder_projection."
+        l2 = F.conv_transpose2d(local_slices, sd[lp + "0.weight"], sd[lp + "0.bias"], stride=2)
+        l2 = F.relu(double_conv(sd, lp + "1.double_conv.", l2))
+        y = _fuse(sd, p + "conv_cat_decoder_2", y, l2, fusion)
+        if aux:
+            aux.append(_conv(sd, p + "head_auxi_2", y, 1).view(Bx, -1, *y.shape[-2:]))
+    y = up_block(sd, p + "decoder2.", y, dec[1])
+    logits = _conv(sd, p + "head", y, 1).view(Bx, -1, *y.shape[-2:])
+
+    def scatter(values):
+        if selected is None:
+            return values
+        out = values.new_full((values.shape[0], T, *values.shape[2:]), -100.0)
+        return out.scatter(1, selected[..., None, None].expand(-1, -1, *values.shape[2:]), values)
+
+    return scatter(logits), [scatter(a) for a in aux]
+
+
+# ----------------------------------------------------------------------------- P2Tformer
+def sine_position(B: int, C: int, H: int, W: int) -> torch.Tensor:
+    """DETR's normalised 2-D sine embedding with C/2 features per axis -> ``(B, C, H, W)``."""
+    feats = C // 2
+    y = torch.arange(1, H + 1, dtype=torch.float32)[:, None].expand(H, W)
+    x = torch.arange(1, W + 1, dtype=torch.float32)[None, :].expand(H, W)
+    y = y / (H + 1e-6) * 2 * math.pi
+    x = x / (W + 1e-6) * 2 * math.pi
+    dim_t = 10000 ** (2 * (torch.arange(feats) // 2).float() / feats)
+
+    def encode(pos):
+        angles = pos[..., None] / dim_t  # (H, W, feats)
+        return torch.stack((angles[..., 0::2].sin(), angles[..., 1::2].cos()), dim=-1).flatten(-2)
+
+    pos = torch.cat([encode(y), encode(x)], dim=-1).permute(2, 0, 1)
+    return pos.unsqueeze(0).expand(B, -1, -1, -1)
+
+
+def reference_p2tformer(sd, img, text, heads: int = 8) -> torch.Tensor:
+    """Refined text ``(B, T, 1, C)`` from ``img (B, C, H, W)`` and CLIP text ``(T, 1, C)``."""
+    B, C, H, W = img.shape
+    memory = img.flatten(2).permute(2, 0, 1)  # (HW, B, C)
+    pos = sine_position(B, C, H, W).flatten(2).permute(2, 0, 1)
+    base = text.repeat(1, B, 1)  # (T, B, C)
+    tgt = base.clone()
+    layers = sorted({int(k[len(P2T + "cross_atten_text."):].split(".")[0]) for k in sd if k.startswith(P2T + "cross_atten_text.")})
+    for i in layers:
+        q = f"{P2T}cross_atten_text.{i}."
+        attended = F.multi_head_attention_forward(
+            tgt, memory + pos, memory, C, heads,
+            sd[q + "multihead_attn.in_proj_weight"], sd[q + "multihead_attn.in_proj_bias"],
+            None, None, False, 0.0,
+            sd[q + "multihead_attn.out_proj.weight"], sd[q + "multihead_attn.out_proj.bias"],
+            training=False, need_weights=False)[0]
+        tgt = _ln(sd, q + "norm", tgt + _lin(sd, q + "MLP", attended))
+    refined = base + sd[P2T + "gamma_text"] * tgt  # (T, B, C)
+    return refined.unsqueeze(0).transpose(2, 0)  # (B, T, 1, C)
