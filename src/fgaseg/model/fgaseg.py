@@ -70,9 +70,13 @@ class FGASeg(nn.Module):
         self.head = FGASegDecoder(config, embed)
         self.upsample1 = nn.ConvTranspose2d(width, config.decoder_guidance_dims[0], kernel_size=2, stride=2)
         self.upsample2 = nn.ConvTranspose2d(width, config.decoder_guidance_dims[1], kernel_size=4, stride=4)
-        self.register_buffer("pixel_mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
+        self._register_constants()
         self._text_cache: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
+
+    def _register_constants(self, device: Optional[torch.device] = None) -> None:
+        """Non-persistent buffers (not in the state dict): CLIP pixel mean / std."""
+        self.register_buffer("pixel_mean", torch.tensor(CLIP_MEAN, device=device).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(CLIP_STD, device=device).view(1, 3, 1, 1), persistent=False)
 
     # ------------------------------------------------------------------ basics
     @property
@@ -267,6 +271,8 @@ class FGASeg(nn.Module):
     def from_pretrained(cls, source: Union[str, Path], map_location: Union[str, torch.device] = "cpu") -> "FGASeg":
         """Load our folder, an official CAT-Seg / FGA-seg checkpoint, or a hub id (``owner/name``)."""
         config, state = resolve_source(source)
-        model = cls(config)
-        load_into(model, state)
+        with torch.device("meta"):  # no random init of weights that are overwritten anyway
+            model = cls(config)
+        load_into(model, state, assign=True)
+        model._register_constants(torch.device("cpu"))
         return model.to(map_location)

@@ -100,7 +100,7 @@ def resolve_source(source: Union[str, Path]) -> Tuple[FGASegConfig, Dict[str, to
     raise WeightsError(f"weights not found: {source}")
 
 
-def load_into(model: "FGASeg", state: Dict[str, torch.Tensor]) -> None:
+def load_into(model: "FGASeg", state: Dict[str, torch.Tensor], assign: bool = False) -> None:
     """Strict load with a one-line WeightsError on missing/unexpected keys or shape mismatch."""
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
@@ -113,6 +113,6 @@ def load_into(model: "FGASeg", state: Dict[str, torch.Tensor]) -> None:
                 parts.append(f"{label}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''} ({len(keys)})")
         raise WeightsError("weights do not fit the model; " + "; ".join(parts))
     try:
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(state, strict=True, assign=assign)
     except (RuntimeError, FGASegError) as exc:
         raise WeightsError(f"weights do not fit the model: {str(exc).splitlines()[0]}") from None
