@@ -253,3 +253,97 @@ def reference_p2tformer(sd, img, text, heads: int = 8) -> torch.Tensor:
         tgt = _ln(sd, q + "norm", tgt + _lin(sd, q + "MLP", attended))
     refined = base + sd[P2T + "gamma_text"] * tgt  # (T, B, C)
     return refined.unsqueeze(0).transpose(2, 0)  # (B, T, 1, C)
+
+
+# ----------------------------------------------------------------------------- CLIP (model_vpt)
+CLIP = "sem_seg_head.predictor.clip_model."
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def _clip_attention(sd, p: str, x, heads: int, mask=None):
+    """``nn.MultiheadAttention`` with separate q/k/v weights and a packed bias; ``x (L, N, W)``."""
+    W = x.shape[-1]
+    return F.multi_head_attention_forward(
+        x, x, x, W, heads, None, sd[p + "attn.in_proj_bias"], None, None, False, 0.0,
+        sd[p + "attn.out_proj.weight"], sd[p + "attn.out_proj.bias"], training=False,
+        need_weights=False, attn_mask=mask, use_separate_proj_weight=True,
+        q_proj_weight=sd[p + "attn.q_proj_weight"], k_proj_weight=sd[p + "attn.k_proj_weight"],
+        v_proj_weight=sd[p + "attn.v_proj_weight"])[0]
+
+
+def _clip_mlp(sd, p: str, x):
+    h = _lin(sd, p + "mlp.c_fc", x)
+    return _lin(sd, p + "mlp.c_proj", h * torch.sigmoid(1.702 * h))
+
+
+def _clip_block(sd, p: str, x, heads: int, mask=None):
+    x = x + _clip_attention(sd, p, _ln(sd, p + "ln_1", x), heads, mask)
+    return x + _clip_mlp(sd, p, _ln(sd, p + "ln_2", x))
+
+
+def _clip_block_dense(sd, p: str, x):
+    """The last visual block in dense mode: value path + input CLS, then the MLP."""
+    W = x.shape[-1]
+    y = F.linear(_ln(sd, p + "ln_1", x),
+                 torch.cat([sd[p + "attn.q_proj_weight"], sd[p + "attn.k_proj_weight"], sd[p + "attn.v_proj_weight"]]),
+                 sd[p + "attn.in_proj_bias"])
+    v = _lin(sd, p + "attn.out_proj", y[..., 2 * W:]) + x[:1]
+    return v + _clip_mlp(sd, p, _ln(sd, p + "ln_2", v))
+
+
+def reference_image_features(sd, images, *, resolution: int, guidance_layers: Tuple[int, int],
+                             upsample: bool = True):
+    """``images (B, 3, H, W)`` in [0, 1] -> ``(res3 (B, E, h, w), res4, res5)`` as CATSeg.forward
+    builds them (CLIP-normalise, bilinear resize, dense CLIP, hooks on two blocks, upsample1/2)."""
+    v = CLIP + "visual."
+    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    x = F.interpolate((images - mean) / std, size=(resolution, resolution), mode="bilinear", align_corners=False)
+    conv = sd[v + "conv1.weight"]
+    patch, width = conv.shape[-1], conv.shape[0]
+    x = F.conv2d(x, conv, stride=patch)
+    B, _, g, _ = x.shape
+    x = x.flatten(2).transpose(1, 2)
+    x = torch.cat([sd[v + "class_embedding"].view(1, 1, -1).expand(B, 1, width), x], dim=1)
+    pos = sd[v + "positional_embedding"]
+    side = int(round((pos.shape[0] - 1) ** 0.5))
+    grid = pos[1:].reshape(1, side, side, width).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, size=(g, g), mode="bicubic", align_corners=False).reshape(width, -1).t()
+    x = _ln(sd, v + "ln_pre", x + torch.cat([pos[:1], grid]))
+    x = x.transpose(0, 1)  # (L, B, W)
+    heads = width // 64
+    blocks = sorted({int(k[len(v + "transformer.resblocks."):].split(".")[0])
+                     for k in sd if k.startswith(v + "transformer.resblocks.")})
+    hooked = []
+    for i in blocks[:-1]:
+        x = _clip_block(sd, f"{v}transformer.resblocks.{i}.", x, heads)
+        if i in guidance_layers:
+            hooked.append(x)
+    x = _clip_block_dense(sd, f"{v}transformer.resblocks.{blocks[-1]}.", x).transpose(0, 1)
+    tokens = _ln(sd, v + "ln_post", x) @ sd[v + "proj"]  # (B, L, E)
+
+    def token_map(t):  # (B, 1 + g*g, C) -> (B, C, g, g), CLS dropped
+        return t[:, 1:].transpose(1, 2).reshape(B, -1, g, g)
+
+    res3 = token_map(tokens)
+    res4, res5 = (token_map(h.transpose(0, 1)) for h in hooked)
+    if upsample:
+        res4 = F.conv_transpose2d(res4, sd["upsample1.weight"], sd["upsample1.bias"], stride=2)
+        res5 = F.conv_transpose2d(res5, sd["upsample2.weight"], sd["upsample2.bias"], stride=4)
+    return res3, res4, res5
+
+
+def reference_text(sd, token_ids) -> torch.Tensor:
+    """CLIP text features of ``token_ids (N, 77)``, L2-normalised -> ``(N, E)``."""
+    x = sd[CLIP + "token_embedding.weight"][token_ids] + sd[CLIP + "positional_embedding"]
+    x = x.transpose(0, 1)
+    L, width = x.shape[0], x.shape[-1]
+    mask = torch.full((L, L), float("-inf")).triu_(1)
+    blocks = sorted({int(k[len(CLIP + "transformer.resblocks."):].split(".")[0])
+                     for k in sd if k.startswith(CLIP + "transformer.resblocks.")})
+    for i in blocks:
+        x = _clip_block(sd, f"{CLIP}transformer.resblocks.{i}.", x, width // 64, mask)
+    x = _ln(sd, CLIP + "ln_final", x.transpose(0, 1))
+    feats = x[torch.arange(x.shape[0]), token_ids.argmax(dim=-1)] @ sd[CLIP + "text_projection"]
+    return F.normalize(feats, dim=-1)

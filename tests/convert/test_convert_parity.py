@@ -17,7 +17,12 @@ import torch
 from fgaseg.convert import convert_official_checkpoint
 
 from official_keys import make_official_state_dict
-from official_reference import reference_head, reference_p2tformer
+from official_reference import (
+    reference_head,
+    reference_image_features,
+    reference_p2tformer,
+    reference_text,
+)
 
 FGASeg = pytest.importorskip("fgaseg.model").FGASeg
 
@@ -38,10 +43,28 @@ def _official_with_random_head(name: str, seed: int):
     return state
 
 
-def _converted_model(official, **overrides):
+def _random_clip(state, seed: int):
+    """Random values for the official CLIP tensors (norm weights around 1)."""
+    generator = torch.Generator().manual_seed(seed)
+    for key, value in state.items():
+        if ".clip_model." in key:
+            fresh = torch.randn(value.shape, generator=generator) * 0.02
+            if key.endswith(("ln_1.weight", "ln_2.weight", "ln_pre.weight", "ln_post.weight", "ln_final.weight")):
+                fresh = fresh * 5 + 1.0
+            elif key.endswith(("positional_embedding", "class_embedding")):
+                fresh = fresh * 5
+            state[key] = fresh
+    return state
+
+
+def _converted_model(official, with_clip: bool = False, **overrides):
     config, state = convert_official_checkpoint(official)
     if overrides:
         config = config.replace(**overrides)
+    if with_clip:
+        model = FGASeg(config)
+        model.load_state_dict(state, strict=True)
+        return model.eval()
     with torch.device("meta"):
         model = FGASeg(config)
     model = model.to_empty(device="cpu")  # uninitialised memory; all but CLIP is loaded below
@@ -119,3 +142,25 @@ def test_fgaseg_add_fusion_kernel5_preselection_and_training_pooling():
         ref_train, _ = reference_head(official, img, refined, res4, res5, family="fgaseg", fusion="add",
                                       kernel=5, pad_len=4, pool=2)
     _close(train_logits, ref_train, "training-mode logits (pooling 2x2)")
+
+
+@pytest.mark.slow
+def test_clip_image_features_guidance_and_text_match_the_official_forward():
+    """Dense CLIP (resized positional embedding, CAT-Seg's dense last block), the decoder
+    guidance from blocks 3 / 7 through upsample1 / upsample2, and the class text embeddings."""
+    from fgaseg.clip import tokenize
+
+    official = _random_clip(_official_with_random_head("catseg_vitb16", seed=41), seed=42)
+    model = _converted_model(official, with_clip=True)
+    images = torch.rand(1, 3, 320, 480, generator=torch.Generator().manual_seed(43))
+    names = ["cat", "grass, lawn", "sky"]
+    with torch.no_grad():
+        img, guidance = model.image_features(images)
+        res3, res4, res5 = reference_image_features(official, images, resolution=384, guidance_layers=(3, 7))
+        text = model.encode_classes(names)
+        ref_text = reference_text(official, tokenize([f"A photo of a {n} in the scene" for n in ("cat", "grass", "sky")]))
+    _close(img, res3, "dense CLIP embedding (res3)")
+    _close(guidance[0], res4, "upsample1(block 3) (res4)")
+    _close(guidance[1], res5, "upsample2(block 7) (res5)")
+    assert text.shape == (3, 1, 512)
+    _close(text[:, 0], ref_text, "class text embeddings")
