@@ -187,3 +187,15 @@ def test_safetensors_files_are_read_and_recognised_by_their_keys(tmp_path):
     ours = tmp_path / "model.safetensors"
     save_file({"head.conv1.weight": torch.ones(4, 1, 7, 7)}, str(ours))
     assert not is_official_checkpoint(ours)
+
+
+def test_fgaseg_pkl_is_recognised_although_its_clip_keys_come_late(tmp_path):
+    # FGA-seg's predictor registers DCDT and proj before clip_model: ~25 MB precede the CLIP keys
+    model = {"sem_seg_head.predictor.DCDT.gamma_text": np.zeros(512, np.float32),
+             "sem_seg_head.predictor.proj.vis.1.0.weight": np.zeros((512, 512, 3, 3), np.float32),
+             "sem_seg_head.predictor.proj.txt.weight": np.zeros((2305, 512), np.float32),
+             KEY: np.zeros(768, np.float32)}
+    path = tmp_path / "fgaseg.pkl"
+    with open(path, "wb") as handle:
+        pickle.dump({"model": model}, handle)
+    assert is_official_checkpoint(path)

@@ -44,9 +44,10 @@ PREFIX_TABLE: Tuple[Tuple[str, str], ...] = (
 # renames inside our modules where fgaseg's name differs from the official one (ours -> ours)
 INNER_RENAMES: Tuple[Tuple[str, str], ...] = ()
 
-# the key prefix that identifies an official checkpoint without unpickling it (Mask2Former-like
-# detectron2 models also have ``sem_seg_head.predictor.*`` keys, but no CLIP there)
-_MARKER = CLIP_PREFIX.encode()
+# key prefixes that identify an official checkpoint without unpickling it (Mask2Former-like
+# detectron2 models also have ``sem_seg_head.predictor.*`` keys, but no CLIP there). FGA-seg
+# dicts start with the P2Tformer, so in a numpy .pkl the CLIP keys may lie beyond the bytes read.
+_MARKERS = (CLIP_PREFIX.encode(), P2T_PREFIX.encode())
 
 
 # ----------------------------------------------------------------------------- recognising
@@ -73,7 +74,8 @@ def is_official_checkpoint(source: Source) -> bool:
     path = Path(source)
     if not path.is_file():
         return False
-    return _MARKER in peek_key_names(path)
+    names = peek_key_names(path)
+    return any(marker in names for marker in _MARKERS)
 
 
 # ----------------------------------------------------------------------------- renaming
