@@ -68,11 +68,6 @@ def _to_slices(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(B * T, C, h, w)
 
 
-def _channel_linear(lin: nn.Linear, x: torch.Tensor, dim: int = 1) -> torch.Tensor:
-    """Apply a Linear over the channel axis ``dim``."""
-    return lin(x.movedim(dim, -1)).movedim(-1, dim)
-
-
 def _slices_head(conv: nn.Conv2d, slices: torch.Tensor, B: int) -> torch.Tensor:
     """1-channel conv head on ``(B*T, C, h, w)`` -> ``(B, T, h, w)``."""
     y = conv(slices)
@@ -136,12 +131,24 @@ class FGASegDecoder(nn.Module):
             self.Local_align = Local_align(embed_dim, embed_dim, kernel_size=c.lcs_kernel_size)
 
     # ------------------------------------------------------------------ building blocks
-    def _fuse(self, lin_name: str, x: torch.Tensor, local: Optional[torch.Tensor], dim: int = 1) -> torch.Tensor:
+    def _fuse(self, lin_name: str, x: torch.Tensor, local: Optional[torch.Tensor]) -> torch.Tensor:
+        """Fuse the aggregation stream with the local (LCS) embedding along channels (dim 1).
+
+        "cat": ``Linear([x, local])`` over channels, computed as two 1x1 convolutions on the
+        channels-first tensors (no concatenation, no permutes); "add": ``x + local``.
+        """
         if local is None:
             return x
-        if self.fusion == "cat":
-            return _channel_linear(getattr(self, lin_name), torch.cat([x, local], dim=dim), dim)
-        return x + local
+        if self.fusion == "add":
+            return x + local
+        lin = getattr(self, lin_name)
+        c = x.shape[1]
+        shape = x.shape
+        x4 = x.reshape(shape[0], c, -1, shape[-1])  # (N, C, [T*]h, w): a view for contiguous input
+        l4 = local.reshape(local.shape[0], local.shape[1], -1, local.shape[-1])
+        w = lin.weight[:, :, None, None]
+        y = F.conv2d(x4, w[:, :c]) + F.conv2d(l4, w[:, c:], lin.bias)
+        return y.reshape(shape[0], -1, *shape[2:])
 
     def _prepare(self, img_feats: torch.Tensor, gcs_text: torch.Tensor, text: torch.Tensor):
         """Cost volumes, pre-selection, embeddings and guidance projections."""

@@ -64,12 +64,14 @@ class WindowAttention(nn.Module):
 
     def project(self, x: torch.Tensor, guidance: Optional[torch.Tensor]
                 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """q, k, v for tokens ``x (B, T, H, W, C)`` with per-image guidance ``(B, H, W, Cg)``."""
+        """q, k, v for windowed tokens ``x (B, T, nW, L, C)`` with per-image windowed guidance
+        ``(B, nW, L, Cg)``; the guidance half of q/k is computed once per image."""
         d = self.dim
         if guidance is None:
             return self.q(x), self.k(x), self.v(x)
-        q = F.linear(x, self.q.weight[:, :d]) + F.linear(guidance, self.q.weight[:, d:], self.q.bias).unsqueeze(1)
-        k = F.linear(x, self.k.weight[:, :d]) + F.linear(guidance, self.k.weight[:, d:], self.k.bias).unsqueeze(1)
+        g = guidance.unsqueeze(1)
+        q = F.linear(x, self.q.weight[:, :d]) + F.linear(g, self.q.weight[:, d:], self.q.bias)
+        k = F.linear(x, self.k.weight[:, :d]) + F.linear(g, self.k.weight[:, d:], self.k.bias)
         return q, k, self.v(x)
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -141,15 +143,16 @@ class SwinTransformerBlock(nn.Module):
         self.register_buffer("attn_mask", mask)  # persistent, as in the official checkpoints
 
     def _windows(self, t: torch.Tensor) -> torch.Tensor:
-        """``(B, T, Hp, Wp, C)`` -> rolled windows ``(B*T, nW, L, C)``."""
-        B, T, Hp, Wp, C = t.shape
-        t = t.reshape(B * T, Hp, Wp, C)
+        """``(N, Hp, Wp, C)`` -> rolled windows ``(N, nW, L, C)``."""
         if self.shift_size > 0:
             t = torch.roll(t, shifts=(-self.shift_size, -self.shift_size), dims=(1, 2))
         return window_partition(t, self.window_size)
 
     def forward(self, x: torch.Tensor, guidance: Optional[torch.Tensor]) -> torch.Tensor:
-        """``x (B, T, H, W, C)``, ``guidance (B, H, W, Cg)`` (already normalised) or None."""
+        """``x (B, T, H, W, C)``, ``guidance (B, H, W, Cg)`` (already normalised) or None.
+
+        Tokens are rolled and partitioned once, before the (per-token) q/k/v projections.
+        """
         B, T, H, W, C = x.shape
         Hp, Wp = self.padded_resolution
         y = self.norm1(x)
@@ -157,9 +160,11 @@ class SwinTransformerBlock(nn.Module):
             y = F.pad(y, (0, 0, 0, Wp - W, 0, Hp - H))
             if guidance is not None:
                 guidance = F.pad(guidance, (0, 0, 0, Wp - W, 0, Hp - H))
-        q, k, v = self.attn.project(y, guidance)
-        q, k = q.expand(B, T, Hp, Wp, C), k.expand(B, T, Hp, Wp, C)
-        out = self.attn.attend(self._windows(q), self._windows(k), self._windows(v), self.attn_mask)
+        yw = self._windows(y.reshape(B * T, Hp, Wp, C))
+        yw = yw.reshape(B, T, *yw.shape[1:])  # (B, T, nW, L, C)
+        gw = None if guidance is None else self._windows(guidance)  # (B, nW, L, Cg)
+        q, k, v = self.attn.project(yw, gw)
+        out = self.attn.attend(q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1), self.attn_mask)
         out = window_reverse(out, self.window_size, Hp, Wp)
         if self.shift_size > 0:
             out = torch.roll(out, shifts=(self.shift_size, self.shift_size), dims=(1, 2))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -36,10 +37,19 @@ class Up(nn.Module):
         self.conv = DoubleConv(in_channels, out_channels)
 
     def forward(self, x: torch.Tensor, guidance: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """``x (B*T, C, h, w)`` (image-major), ``guidance (B, G, 2h, 2w)`` -> ``(B*T, out, 2h, 2w)``."""
+        """``x (B*T, C, h, w)`` (image-major), ``guidance (B, G, 2h, 2w)`` -> ``(B*T, out, 2h, 2w)``.
+
+        The first 3x3 conv is linear in its input, so the guidance channels' share is computed
+        once per image and broadcast over classes instead of concatenating a copy per class
+        (same maths as ``conv(cat([x, guidance]))``).
+        """
         x = self.up(x)
-        if guidance is not None:
-            T = x.size(0) // guidance.size(0)
-            g = guidance.unsqueeze(1).expand(-1, T, -1, -1, -1).reshape(-1, *guidance.shape[1:])
-            x = torch.cat([x, g], dim=1)
-        return self.conv(x)
+        if guidance is None:
+            return self.conv(x)
+        first = self.conv.double_conv[0]
+        c = x.shape[1]
+        y = F.conv2d(x, first.weight[:, :c], padding=1)
+        g = F.conv2d(guidance, first.weight[:, c:], padding=1)  # (B, mid, 2h, 2w)
+        B = guidance.shape[0]
+        y = (y.view(B, -1, *y.shape[1:]) + g.unsqueeze(1)).view(-1, *y.shape[1:])
+        return self.conv.double_conv[1:](y)
