@@ -35,3 +35,13 @@ def test_unknown_keys_and_presets():
         FGASegConfig.from_dict({"hidden": 3})
     with pytest.raises(ConfigError):
         get_preset("nope")
+
+
+def test_clip_config_object_is_accepted():
+    from fgaseg.clip import get_config
+    from fgaseg.model import fgaseg_tiny
+
+    cfg = fgaseg_tiny(clip=get_config("tiny"))
+    assert cfg.clip == "custom" and cfg.clip_config["vision_patch_size"] == 8
+    assert cfg.feature_resolution() == (8, 8)
+    assert FGASegConfig.from_dict(cfg.to_dict()) == cfg

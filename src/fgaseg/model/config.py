@@ -28,7 +28,7 @@ class FGASegConfig:
     """All hyper-parameters of an FGASeg model (names follow the official config keys)."""
 
     # --- CLIP backbone -------------------------------------------------------------------
-    clip: str = "ViT-B/16"  # a name known to fgaseg.clip.build_clip
+    clip: Any = "ViT-B/16"  # a name known to fgaseg.clip.build_clip, or a CLIPConfig
     clip_config: Optional[Dict[str, Any]] = None  # a CLIPConfig as dict; overrides `clip`
     image_size: Union[int, Tuple[int, int]] = 384  # CLIP input resolution (official 384 / 336)
     guidance_layers: Tuple[int, int] = (3, 7)  # 0-based CLIP blocks feeding the decoder
@@ -82,6 +82,11 @@ class FGASegConfig:
     extra: Dict[str, Any] = field(default_factory=dict)  # free-form notes (not used by the model)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.clip, str):  # a CLIPConfig: keep it as a plain dict
+            if not hasattr(self.clip, "to_dict"):
+                raise ConfigError(f"clip must be a model name or a CLIPConfig, not {type(self.clip).__name__}")
+            self.clip_config = self.clip.to_dict()
+            self.clip = "custom"
         self.image_size = _pair(self.image_size)
         self.guidance_layers = tuple(int(i) for i in self.guidance_layers)
         self.prompt_templates = tuple(self.prompt_templates)
