@@ -23,18 +23,21 @@ from fgaseg.synth.pretrain import pretrained_tiny_clip
 from fgaseg.synth.report import mean_std_table, results_table, write_json
 from fgaseg.synth.segtrain import train_segmentation
 
-# per-run budget of `fgaseg demo --ablations` (18 runs must fit in ~35 min on 2 CPU cores)
-ABLATION_STEPS = 250
-ABLATION_TEST_SCENES = 400
+# per-run budget of `fgaseg demo --ablations` (7 variants x 3 seeds = 21 runs; ~90 s each on
+# an idle 2-core machine, ~3.5 min each when other jobs share the cores)
+ABLATION_STEPS = 200
+ABLATION_TEST_SCENES = 300
 
-# name -> switch overrides (everything else as in the full model, including the decoder mode)
-VARIANTS: Dict[str, Dict[str, bool]] = {
+# name -> config overrides (everything else as in the full model, including the decoder mode)
+VARIANTS: Dict[str, Dict[str, object]] = {
     "full FGAseg": {},
     "baseline (all four off)": {s: False for s in SWITCHES},
     "− P2Tformer": {"use_p2tformer": False},
     "− T2Ploss": {"use_t2p_loss": False},
     "− GCS": {"use_gcs": False},
     "− LCS": {"use_lcs": False},
+    # the streamlined decoder's aux heads change training too, so compare with a plain-trained one
+    "plain decoder (no aux heads)": {"decoder_mode": "plain"},
 }
 
 

@@ -35,7 +35,7 @@ class BenchmarkConfig:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     segtrain: SegTrainConfig = field(default_factory=SegTrainConfig)
     model: Dict[str, object] = field(default_factory=dict)  # overrides of the fgaseg_tiny preset
-    num_test_scenes: int = 1000
+    num_test_scenes: int = 500
     eval_batch_size: int = 16
     eval_chunk_size: int = 72  # classes per head pass at evaluation (all 72 at once is fastest)
     clip_seed: int = 0

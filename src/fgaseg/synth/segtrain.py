@@ -22,11 +22,11 @@ from fgaseg.synth.world import SceneSet
 class SegTrainConfig:
     """Budget and optimiser of the segmentation stage."""
 
-    steps: int = 400
-    batch_size: int = 16
-    classes_per_step: int = 32  # batch_size * classes_per_step ~= 500 (image, class) pairs
-    lr: float = 1e-3
-    clip_lr_multiplier: float = 0.1
+    steps: int = 300
+    batch_size: int = 8
+    classes_per_step: int = 16  # present classes are always kept, so often more
+    lr: float = 2e-3
+    clip_lr_multiplier: float = 0.3
     weight_decay: float = 1e-4
     warmup_steps: int = 20
     grad_clip: float = 1.0
