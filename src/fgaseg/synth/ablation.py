@@ -16,7 +16,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 
 from fgaseg.synth.benchmark import (
-    SWITCHES, BenchmarkConfig, build_model, evaluate_training_free, make_datasets,
+    SWITCHES, BenchmarkConfig, build_model, evaluate_training_free, make_test_set, make_train_set,
 )
 from fgaseg.synth.evaluate import evaluate
 from fgaseg.synth.pretrain import pretrained_tiny_clip
@@ -65,13 +65,13 @@ def run_ablations(
     state.update({"config": config.to_dict(), "clip": clip_meta, "seeds": list(seeds), "variants": names})
     runs: List[dict] = state.setdefault("runs", [])
     done = {(r["variant"], r["seed"]) for r in runs}
-    _, test = make_datasets(dataclasses.replace(config, segtrain=dataclasses.replace(config.segtrain, num_train_scenes=0)), progress=False)
+    test = make_test_set(config, progress=False)
     if not state.get("training_free"):
         state["training_free"] = evaluate_training_free(clip, test, config, progress)
     total = len(seeds) * len(names)
     for seed in seeds:  # seeds outermost: a cut-short run still has every variant for seed 0
         run_config = dataclasses.replace(config, seed=seed)
-        train, _ = make_datasets(dataclasses.replace(run_config, num_test_scenes=0), progress=False)
+        train = make_train_set(run_config, progress=False)
         for name in names:
             if (name, seed) in done:
                 continue

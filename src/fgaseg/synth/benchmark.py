@@ -13,7 +13,7 @@ import dataclasses
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ from fgaseg.synth.evaluate import evaluate, predict_labels
 from fgaseg.synth.pretrain import PretrainConfig, pretrained_tiny_clip, tiny_clip_config
 from fgaseg.synth.report import results_table, save_overlays, write_json
 from fgaseg.synth.segtrain import SegTrainConfig, train_segmentation
+from fgaseg.synth.vocabulary import build_vocabulary
 from fgaseg.synth.world import SceneSet, WorldConfig, generate_scenes
 
 SWITCHES = ("use_p2tformer", "use_t2p_loss", "use_gcs", "use_lcs")
@@ -89,19 +90,25 @@ def build_model(clip, config: BenchmarkConfig, **switches):
     return FGASeg(fgaseg_tiny(**overrides), clip=copy.deepcopy(clip)).eval()
 
 
-def make_datasets(config: BenchmarkConfig, progress: bool = True):
-    """Training scenes (seen classes only) and held-out test scenes (all classes)."""
-    from fgaseg.synth.vocabulary import build_vocabulary
-
+def make_train_set(config: BenchmarkConfig, progress: bool = True) -> SceneSet:
+    """Training scenes of the run's seed, containing seen classes only."""
     vocab = build_vocabulary(config.world.split_seed)
-    train = generate_scenes(
+    return generate_scenes(
         config.world, config.segtrain.num_train_scenes, config.seed, "train", vocab.seen_ids, vocab,
         progress="world: training scenes" if progress else None,
     )
-    # the test set depends on the world only (not the run seed): all runs see the same scenes
-    test = generate_scenes(config.world, config.num_test_scenes, 0, "test", None, vocab,
+
+
+def make_test_set(config: BenchmarkConfig, progress: bool = True) -> SceneSet:
+    """Held-out scenes (all classes); they depend on the world only, not on the run's seed."""
+    vocab = build_vocabulary(config.world.split_seed)
+    return generate_scenes(config.world, config.num_test_scenes, 0, "test", None, vocab,
                            progress="world: test scenes" if progress else None)
-    return train, test
+
+
+def make_datasets(config: BenchmarkConfig, progress: bool = True) -> Tuple[SceneSet, SceneSet]:
+    """Training scenes (seen classes only) and held-out test scenes (all classes)."""
+    return make_train_set(config, progress), make_test_set(config, progress)
 
 
 def _row(name: str, metrics: dict, **extra) -> dict:

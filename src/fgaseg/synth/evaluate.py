@@ -70,8 +70,8 @@ def evaluate(
 ) -> Dict[str, float]:
     """mIoU of ``segmenter`` on ``scenes`` with all phrases as the vocabulary.
 
-    ``kwargs`` go to ``segment_logits`` (e.g. ``topk=8``; then images go one at a time). Returns the :func:`summarize` numbers
-    plus ``per_class`` IoU and ``seconds``.
+    ``kwargs`` go to ``segment_logits`` (e.g. ``topk=8``; then images go one at a time).
+    Returns the :func:`summarize` numbers plus ``per_class`` IoU and ``seconds``.
     """
     from tqdm.auto import tqdm
 
