@@ -97,3 +97,10 @@ def test_tiny_clip_learns_colours_quickly():
     accuracy = zero_shot_accuracy(clip, world, count=240)
     assert np.isfinite(stats["final_loss"])
     assert accuracy["colour"] > 0.4, accuracy
+
+
+def test_demo_rejects_a_bad_budget(capsys):
+    from fgaseg.cli import main
+
+    assert main(["demo", "--steps", "0", "--quiet"]) == 2
+    assert "error: --steps must be positive" in capsys.readouterr().err
