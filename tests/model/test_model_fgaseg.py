@@ -147,3 +147,25 @@ def test_user_errors(tiny_model):
         tiny_model.segment_logits(torch.rand(1, 3, 8, 8), "cat")
     with pytest.raises(ImageError):
         tiny_model.segment_logits(torch.rand(3, 8, 8), ["cat"])
+
+
+@pytest.mark.parametrize("overrides", [dict(fusion="add"), dict(use_lcs=False), dict(use_p2tformer=False),
+                                       dict(use_gcs=False), dict(decoder_mode="plain"),
+                                       dict(p2t_layers=2, lcs_kernel_size=5),
+                                       dict(prompt_templates=("a {}", "the {}"))])
+def test_switch_variants_train_and_infer(overrides):
+    model = FGASeg(fgaseg_tiny(**overrides)).train()
+    x = torch.rand(1, 3, 40, 56, generator=torch.Generator().manual_seed(5))
+    out = model(x, names(6), torch.randint(0, 6, (1, 40, 56)))
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
+    assert ("loss_aux0" in out.losses) == (model.config.decoder_mode == "fast")
+    scores = model.segment_logits(x, names(6), topk=3)
+    assert scores.shape == (1, 6, 40, 56) and torch.isfinite(scores).all()
+    assert model.training  # segment_logits restores the mode
+
+
+def test_sliding_with_topk_and_preselection(tiny_model):
+    x = torch.rand(1, 3, 40, 56, generator=torch.Generator().manual_seed(6))
+    out = tiny_model.segment_logits(x, names(40), sliding=True, topk=2, chunk_size=3)
+    assert out.shape == (1, 40, 40, 56) and torch.isfinite(out).all()
