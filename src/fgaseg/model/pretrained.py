@@ -86,6 +86,10 @@ def resolve_source(source: Union[str, Path]) -> Tuple[FGASegConfig, Dict[str, to
     if path.is_dir():
         return _convert_official(_checkpoint_in(path))
     text = str(source)
+    from fgaseg.convert.published import fetch_published, published_checkpoint
+
+    if published_checkpoint(text) is not None:  # e.g. "catseg-vitb16": a file in the authors' Space
+        return _convert_official(fetch_published(text))
     if text.count("/") == 1 and not text.startswith((".", "/", "~")):
         try:
             from huggingface_hub import snapshot_download
