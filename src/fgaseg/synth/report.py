@@ -87,18 +87,25 @@ def _signed(values: Sequence[float]) -> str:
 
 
 # ---------------------------------------------------------------------------------- overlays
-def class_colours(num_classes: int) -> np.ndarray:
-    """``(C, 3) uint8`` distinct display colours (golden-ratio hues)."""
-    import colorsys
+# high-contrast colours (Kelly's list); a panel shows only a handful of classes, so each panel
+# gives its classes the first colours of this list instead of 72 hard-to-tell-apart hues
+_DISTINCT = [
+    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+    (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255),
+    (170, 110, 40), (255, 250, 200), (128, 0, 0), (170, 255, 195), (128, 128, 0), (255, 215, 180),
+    (0, 0, 128), (128, 128, 128),
+]
 
-    out = []
-    for i in range(num_classes):
-        r, g, b = colorsys.hsv_to_rgb((i * 0.618033988749895) % 1.0, 0.75, 0.6 + 0.4 * (i % 3) / 2)
-        out.append((round(r * 255), round(g * 255), round(b * 255)))
-    return np.asarray(out, dtype=np.uint8)
+
+def panel_colours(class_ids: Sequence[int], num_classes: int) -> np.ndarray:
+    """``(num_classes, 3) uint8`` colours: distinct ones for ``class_ids``, grey for the rest."""
+    colours = np.full((num_classes, 3), 128, dtype=np.uint8)
+    for k, class_id in enumerate(class_ids):
+        colours[class_id] = _DISTINCT[k % len(_DISTINCT)]
+    return colours
 
 
-def paint(image: np.ndarray, labels: np.ndarray, colours: np.ndarray, opacity: float = 0.6) -> np.ndarray:
+def paint(image: np.ndarray, labels: np.ndarray, colours: np.ndarray, opacity: float = 0.75) -> np.ndarray:
     """Blend class colours over ``image (H, W, 3)``; label 255 keeps the image darkened."""
     valid = labels != 255
     colour_map = colours[np.where(valid, labels, 0)].astype(np.float32)
@@ -115,13 +122,13 @@ def overlay_panel(
 
     Prediction is shown on labelled pixels only (background is not a class here).
     """
-    colours = class_colours(vocab.num_classes)
     pred = np.where(truth == 255, 255, pred)
+    ids = [int(i) for i in np.unique(np.concatenate([truth.ravel(), pred.ravel()])) if i != 255]
+    colours = panel_colours(ids, vocab.num_classes)
     tiles = [image, paint(image, truth, colours), paint(image, pred, colours)]
     strip = np.concatenate([np.kron(t, np.ones((scale, scale, 1), dtype=np.uint8)) for t in tiles], 1)
     height, width = strip.shape[:2]
     font = ImageFont.load_default()
-    ids = [int(i) for i in np.unique(np.concatenate([truth.ravel(), pred.ravel()])) if i != 255]
     unseen = vocab.is_unseen()
     row = 14
     legend_h = 22 + row * len(ids)
