@@ -54,8 +54,12 @@ def test_smoke_run_writes_results_and_reuses_the_cached_clip(tmp_path, cache):
 def test_demo_command_smoke(tmp_path, cache, capsys):
     from fgaseg.cli import main
 
-    assert main(["demo", "--smoke", "--quiet", "--out", str(tmp_path / "cli")]) == 0
+    assert main(["demo", "--smoke", "--quiet", "--save-model", "--out", str(tmp_path / "cli")]) == 0
     assert (tmp_path / "cli" / "results.json").is_file()
+    from fgaseg.model import FGASeg
+
+    model = FGASeg.from_pretrained(tmp_path / "cli" / "model")
+    assert model.config.image_size == (32, 32)
     assert "mIoU seen" in capsys.readouterr().out
 
 

@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="instead: full model, baseline and each part off, over several seeds")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="ablation seeds (default 0 1 2)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--save-model", action="store_true",
+                        help="also save the trained FGAseg to OUT/model (usable with `fgaseg segment`)")
     parser.add_argument("--smoke", action="store_true", help="a seconds-long run with tiny sizes (checks only)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -47,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"{what} must be positive, got {value}")
     if args.clip_steps is not None:
         config = dataclasses.replace(config, pretrain=dataclasses.replace(config.pretrain, steps=args.clip_steps))
-    config = dataclasses.replace(config, seed=args.seed, clip_seed=args.clip_seed)
+    config = dataclasses.replace(config, seed=args.seed, clip_seed=args.clip_seed, save_model=args.save_model)
     progress = not args.quiet
     start = time.time()
     if args.ablations:

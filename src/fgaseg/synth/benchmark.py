@@ -45,6 +45,7 @@ class BenchmarkConfig:
     decoder_rows: bool = True  # also evaluate with the plain decoder path
     training_free_rows: Sequence[str] = ("maskclip", "clearclip")
     num_overlays: int = 8
+    save_model: bool = False  # also write the trained FGAseg (save_pretrained) to out_dir/model
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -199,6 +200,8 @@ def write_outputs(out_dir: Path, results: dict, model, test: SceneSet, config: B
         results["overlays"] = save_overlays(
             out_dir / "overlays", test.images[:count], test.labels[:count], preds, test.vocab
         )
+    if config.save_model:
+        results["model_dir"] = str(model.save_pretrained(out_dir / "model"))
     write_json(out_dir / "results.json", results)
     (out_dir / "results.md").write_text(markdown_summary(results) + "\n")
 
