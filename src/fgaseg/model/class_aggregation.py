@@ -28,6 +28,13 @@ def elu_feature_map(x: torch.Tensor) -> torch.Tensor:
     return F.elu(x) + 1
 
 
+def _residual(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``x + y``, in place (no new large temporary) when no gradient is being recorded."""
+    if torch.is_grad_enabled() and (x.requires_grad or y.requires_grad):
+        return x + y
+    return x.add_(y)
+
+
 class LinearAttention(nn.Module):
     """Parameter-free; kept as a module for parity with the official structure."""
 
@@ -60,6 +67,17 @@ class AttentionLayer(nn.Module):
 
     def keys_values(self, x: torch.Tensor, g: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
         return self._proj(self.k, x, g), self.v(x)
+
+    def fused_qkv(self, guided: bool) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """``(W (3C, C), b (3C,), Wg (2C, Cg) | None)``: one GEMM gives q|k|v from the tokens; the
+        guidance half of q|k (``Wg``) is per class and added separately."""
+        d = self.hidden_dim
+        if not guided:
+            w = torch.cat([self.q.weight, self.k.weight, self.v.weight], dim=0)
+            return w, torch.cat([self.q.bias, self.k.bias, self.v.bias]), None
+        w = torch.cat([self.q.weight[:, :d], self.k.weight[:, :d], self.v.weight], dim=0)
+        wg = torch.cat([self.q.weight[:, d:], self.k.weight[:, d:]], dim=0)
+        return w, torch.cat([self.q.bias, self.k.bias, self.v.bias]), wg
 
 
 class ClassTransformerLayer(nn.Module):
@@ -107,50 +125,62 @@ class ClassTransformerLayer(nn.Module):
         B, C, T, H, W = x.shape
         xp = self._pool(x)
         Hp, Wp = xp.shape[-2:]
-        tokens = xp.permute(0, 3, 4, 2, 1).reshape(B, Hp * Wp, T, C)  # (B, L, T, C)
+        L = Hp * Wp
+        tokens = xp.permute(0, 3, 4, 2, 1).reshape(B, L, T, C)  # (B, L, T, C)
         heads = self.attention.nheads
         d = C // heads
         n_pad = max(self.pad_len - T, 0) if self.padding_tokens is not None else 0
-        seq_len = T + n_pad
         step = T if not chunk_size else chunk_size
+        guided = guidance is not None
+        w, bias, wg = self.attention.fused_qkv(guided)
+        gqk = F.linear(guidance, wg) if guided else None  # (B, T, 2C), per class
 
-        # pass 1: sum over classes of phi(k) v^T / S and phi(k)
-        kv = x.new_zeros(B, Hp * Wp, heads, d, d)
-        ksum = x.new_zeros(B, Hp * Wp, heads, d)
+        # pass 1: q (kept), and sum over classes of phi(k) v^T and phi(k). The official code
+        # divides v by the sequence length and multiplies the output back; that cancels exactly.
+        kv = x.new_zeros(B, L, heads, d, d)
+        ksum = x.new_zeros(B, L, heads, 1, d)
+        queries = []
         for s in range(0, T, step):
-            g = None if guidance is None else guidance[:, None, s:s + step]
-            k, v = self.attention.keys_values(self.norm1(tokens[:, :, s:s + step]), g)
-            k = elu_feature_map(k.reshape(*k.shape[:3], heads, d))
-            v = v.reshape(*v.shape[:3], heads, d) / seq_len
-            kv = kv + torch.einsum("bltha,blthc->blhac", k, v)
-            ksum = ksum + k.sum(dim=2)
+            qkv = F.linear(self.norm1(tokens[:, :, s:s + step]), w, bias)  # (B, L, t, 3C)
+            if gqk is not None:
+                qkv[..., : 2 * C] += gqk[:, None, s:s + step].to(qkv.dtype)
+            qkv = qkv.view(*qkv.shape[:3], 3, heads, d).permute(3, 0, 1, 4, 2, 5)  # (3, B, L, h, t, d)
+            k = elu_feature_map(qkv[1])
+            kv = kv + k.transpose(-1, -2) @ qkv[2]
+            ksum = ksum + k.sum(dim=-2, keepdim=True)
+            queries.append(elu_feature_map(qkv[0]))
         if n_pad > 0:
-            pad_g = None
-            if guidance is not None:
-                pad_g = self.padding_guidance.reshape(1, 1, -1)
-            k_pad, v_pad = self.attention.keys_values(self.norm1(self.padding_tokens), pad_g)
-            k_pad = elu_feature_map(k_pad.reshape(heads, d))
-            v_pad = v_pad.reshape(heads, d) / seq_len
-            kv = kv + n_pad * torch.einsum("ha,hc->hac", k_pad, v_pad)
+            pad = self.norm1(self.padding_tokens.reshape(1, C))
+            qkv_pad = F.linear(pad, w, bias).reshape(3 * C)
+            if guided:
+                qkv_pad = qkv_pad.clone()
+                qkv_pad[: 2 * C] += F.linear(self.padding_guidance.reshape(1, -1), wg).reshape(2 * C)
+            k_pad = elu_feature_map(qkv_pad[C:2 * C].reshape(heads, 1, d))
+            v_pad = qkv_pad[2 * C:].reshape(heads, 1, d)
+            kv = kv + n_pad * (k_pad.transpose(-1, -2) @ v_pad)
             ksum = ksum + n_pad * k_pad
 
-        # pass 2: outputs per chunk, MLP, un-pool, residual
-        outs = []
+        # pass 2: outputs per chunk, MLP, residuals (official: x + pool^-1(t + att + mlp))
         eps = self.attention.attention.eps
-        for s in range(0, T, step):
-            t = tokens[:, :, s:s + step]
-            g = None if guidance is None else guidance[:, None, s:s + step]
-            q = self.attention.queries(self.norm1(t), g)
-            q = elu_feature_map(q.reshape(*q.shape[:3], heads, d))
-            z = 1.0 / (torch.einsum("blthd,blhd->blth", q, ksum) + eps)
-            att = torch.einsum("blthd,blhdv->blthv", q, kv) * (z * seq_len).unsqueeze(-1)
-            t = t + att.reshape(t.shape)
-            t = t + self.MLP(self.norm2(t))
+        fc1, fc2 = self.MLP[0], self.MLP[2]
+        outs = []
+        for i, s in enumerate(range(0, T, step)):
+            q = queries[i]
+            queries[i] = None
+            z = (q @ ksum.transpose(-1, -2)).add_(eps).reciprocal_()  # (B, L, h, t, 1)
+            t = (q @ kv).mul_(z).transpose(2, 3).reshape(B, L, -1, C)  # attention output (a copy)
+            t = _residual(t, tokens[:, :, s:s + step])
+            hidden = F.linear(self.norm2(t), fc1.weight, fc1.bias).relu_()
+            t = _residual(t, F.linear(hidden, fc2.weight, fc2.bias))
+            del hidden
             outs.append(t)
         y = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)  # (B, L, T, C)
+        del outs
+        if (Hp, Wp) == (H, W):
+            y = _residual(y, tokens)
+            return y.view(B, H, W, T, C).permute(0, 4, 3, 1, 2)
         y = y.reshape(B, Hp, Wp, T, C).permute(0, 4, 3, 1, 2)  # (B, C, T, Hp, Wp)
-        if (Hp, Wp) != (H, W):
-            y = F.interpolate(y.transpose(1, 2).reshape(B * T, C, Hp, Wp), size=(H, W),
-                              mode="bilinear", align_corners=True)
-            y = y.reshape(B, T, C, H, W).transpose(1, 2)
+        y = F.interpolate(y.transpose(1, 2).reshape(B * T, C, Hp, Wp), size=(H, W),
+                          mode="bilinear", align_corners=True)
+        y = y.reshape(B, T, C, H, W).transpose(1, 2)
         return x + y

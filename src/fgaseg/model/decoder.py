@@ -28,6 +28,9 @@ from fgaseg.model.topk import keep_indices
 from fgaseg.model.upsampling import DoubleConv, Up
 
 
+_DECODE_CACHE_BYTES = 512 * 2**20  # TopK stage 2 keeps Up-block-1 outputs up to this size
+
+
 class AggregatorLayer(nn.Module):
     """One aggregation layer: spatial (Swin) then class (linear attention) aggregation."""
 
@@ -63,9 +66,10 @@ def _embed(conv: nn.Conv2d, cost: torch.Tensor) -> torch.Tensor:
 
 
 def _to_slices(x: torch.Tensor) -> torch.Tensor:
-    """``(B, C, T, h, w)`` -> ``(B*T, C, h, w)`` (image-major)."""
+    """``(B, C, T, h, w)`` -> ``(B*T, C, h, w)`` (image-major) in channels-last memory, which the
+    CPU convolutions, GroupNorms and channel Linears of the decoder run faster on (same values)."""
     B, C, T, h, w = x.shape
-    return x.transpose(1, 2).reshape(B * T, C, h, w)
+    return x.permute(0, 2, 3, 4, 1).reshape(B * T, h, w, C).permute(0, 3, 1, 2)
 
 
 def _slices_head(conv: nn.Conv2d, slices: torch.Tensor, B: int) -> torch.Tensor:
@@ -282,24 +286,34 @@ class FGASegDecoder(nn.Module):
             return None if local is None else local[:, :, s:e]
 
         if use_topk:  # stage 2: prune after Up-block 1
-            cache = None
-            if n <= step:
-                cache, _ = self._decode1(x, local, dec_g)
-                aux2 = _slices_head(self.head_auxi_2, cache, B)
-            else:
-                aux2 = torch.cat([_slices_head(self.head_auxi_2, self._decode1(x[:, :, s:s + step], local_of(s, s + step), dec_g)[0], B)
-                                  for s in range(0, n, step)], dim=1)
-            keep = keep_indices(aux2, topk)
+            # Up-block 1 outputs are kept (when they fit the budget) so the survivors are not
+            # decoded twice; otherwise they are recomputed chunk by chunk.
+            d0, h2, w2 = self.config.decoder_dims[0], x.shape[-2] * 2, x.shape[-1] * 2
+            keep_cache = B * n * d0 * h2 * w2 * x.element_size() <= _DECODE_CACHE_BYTES
+            aux2_parts, cached = [], []
+            for s in range(0, n, step):
+                y, _ = self._decode1(x[:, :, s:s + step], local_of(s, s + step), dec_g)
+                aux2_parts.append(_slices_head(self.head_auxi_2, y, B))
+                if keep_cache:
+                    cached.append(y.reshape(B, -1, *y.shape[1:]))
+                del y
+            keep = keep_indices(torch.cat(aux2_parts, dim=1), topk)
             if keep.numel() < n:
                 kept = kept[keep]
                 x = x[:, :, keep]
                 local = None if local is None else local[:, :, keep]
-                if cache is not None:
-                    cache = cache.reshape(B, n, *cache.shape[1:])[:, keep].flatten(0, 1)
-            n = x.shape[2]
-            if cache is not None:
-                logits = self._decode2(cache, dec_g, B)
+            if keep_cache:
+                cache = cached[0] if len(cached) == 1 else torch.cat(cached, dim=1)  # (B, n, d0, 2h, 2w)
+                del cached
+                if keep.numel() < n:
+                    cache = cache[:, keep]
+                n = x.shape[2]
+                logits = torch.cat([
+                    self._decode2(cache[:, s:s + step].flatten(0, 1).contiguous(memory_format=torch.channels_last),
+                                  dec_g, B)
+                    for s in range(0, n, step)], dim=1)
             else:
+                n = x.shape[2]
                 logits = torch.cat([self._decode2(self._decode1(x[:, :, s:s + step], local_of(s, s + step), dec_g)[0], dec_g, B)
                                     for s in range(0, n, step)], dim=1)
         else:

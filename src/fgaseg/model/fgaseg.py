@@ -24,6 +24,7 @@ from fgaseg.errors import ClassNamesError, ConfigError, ImageError
 from fgaseg.model.alignment_head import Projector
 from fgaseg.model.config import FGASegConfig
 from fgaseg.model.decoder import FGASegDecoder
+from fgaseg.model.inference_options import InferenceOptions, autocast_context, compile_blocks
 from fgaseg.model.losses import check_targets, segmentation_losses
 from fgaseg.model.p2tformer import P2Tformer
 from fgaseg.model.parameters import apply_clip_finetune, parameter_groups
@@ -32,6 +33,7 @@ from fgaseg.model.sliding_window import make_plan, probs_to_logits, sliding_wind
 
 _TEXT_CHUNK = 256  # class names encoded per CLIP text pass
 _TEXT_CACHE_SIZE = 8
+_P2T_CHUNK = 1024  # P2Tformer queries are cheap; chunking them would re-project the keys
 
 
 @dataclass
@@ -72,6 +74,7 @@ class FGASeg(nn.Module):
         self.upsample2 = nn.ConvTranspose2d(width, config.decoder_guidance_dims[1], kernel_size=4, stride=4)
         self._register_constants()
         self._text_cache: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
+        self.inference_options = InferenceOptions()
 
     def _register_constants(self, device: Optional[torch.device] = None) -> None:
         """Non-persistent buffers (not in the state dict): CLIP pixel mean / std."""
@@ -197,13 +200,28 @@ class FGASeg(nn.Module):
         budget = 512 if self.device.type == "cuda" else 96  # (image, class) slices per chunk
         return max(1, budget // max(batch, 1))
 
+    def optimize_for_inference(self, *, bf16: bool = False, compile: bool = False) -> "FGASeg":
+        """Opt into the inexact speed-ups of :meth:`segment_logits` (see docs/speed.md).
+
+        ``bf16``: ``torch.autocast(bfloat16)`` over the image tower and the head (logits change
+        by ~1e-2; much faster on CPUs with AMX / AVX512-BF16). ``compile``: ``torch.compile`` the
+        per-class blocks and the CLIP image blocks (needs a C++ compiler on CPU; the first
+        calls compile, which takes minutes). Returns ``self``.
+        """
+        self.inference_options = InferenceOptions(bf16=bool(bf16), compile=bool(compile))
+        if compile:
+            compile_blocks(self)
+        return self
+
     def _infer_low(self, images: torch.Tensor, text: torch.Tensor, topk: Optional[int],
                    chunk_size: Optional[int]) -> torch.Tensor:
         """Head logits ``(B, T, 4h, 4w)`` of a batch of images / views."""
         chunk = self._auto_chunk(images.shape[0], chunk_size)
-        img, guidance = self.image_features(images)
-        refined, gcs_text = self.refine_text(img, text, chunk)
-        return self.head.infer(img, gcs_text, refined, guidance, topk=topk, chunk_size=chunk)
+        with autocast_context(self.inference_options, self.device):
+            img, guidance = self.image_features(images)
+            refined, gcs_text = self.refine_text(img, text, max(chunk, _P2T_CHUNK))
+            low = self.head.infer(img, gcs_text, refined, guidance, topk=topk, chunk_size=chunk)
+        return low.float()
 
     def sliding_plan(self):
         c = self.config

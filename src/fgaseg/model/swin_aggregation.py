@@ -14,7 +14,7 @@ once per image and broadcast over classes (same maths as the official concatenat
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -118,8 +118,23 @@ def shifted_window_mask(H: int, W: int, ws: int, shift: int, valid_hw: Tuple[int
     return attn_mask
 
 
+def window_order(padded_hw: Tuple[int, int], ws: int, shift: int) -> torch.Tensor:
+    """Flat indices into the ``(Hp, Wp)`` grid listing the tokens window by window, after the
+    grid is rolled by ``-shift``: ``tokens_in_window_order = grid.flatten()[order]``."""
+    Hp, Wp = padded_hw
+    grid = torch.arange(Hp * Wp, device="cpu").view(1, Hp, Wp, 1)
+    if shift > 0:
+        grid = torch.roll(grid, shifts=(-shift, -shift), dims=(1, 2))
+    return window_partition(grid, ws).reshape(-1)
+
+
 class SwinTransformerBlock(nn.Module):
-    """Pre-LN Swin block with guidance; operates on ``(B, T, H, W, C)``."""
+    """Pre-LN Swin block with guidance.
+
+    ``forward`` takes a grid ``(B, T, H, W, C)``; ``forward_windows`` takes the tokens already in
+    this block's (rolled) window order ``(B*T, nW*L, C)``, which lets consecutive blocks skip the
+    roll / partition / reverse copies (the wrapper uses it). Both give the same result.
+    """
 
     def __init__(self, dim: int, appearance_guidance_dim: int, input_resolution: Tuple[int, int],
                  num_heads: int = 4, window_size: int = 7, shift_size: int = 0, mlp_ratio: float = 4.0) -> None:
@@ -141,36 +156,101 @@ class SwinTransformerBlock(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         mask = shifted_window_mask(*self.padded_resolution, ws, self.shift_size, self.input_resolution)
         self.register_buffer("attn_mask", mask)  # persistent, as in the official checkpoints
+        self.padded = self.padded_resolution != self.input_resolution
+        self._mask_cache: Optional[Tuple[int, torch.dtype, torch.device, torch.Tensor]] = None
+        self._index_cache: Dict[Tuple[str, torch.device], torch.Tensor] = {}
 
-    def _windows(self, t: torch.Tensor) -> torch.Tensor:
-        """``(N, Hp, Wp, C)`` -> rolled windows ``(N, nW, L, C)``."""
-        if self.shift_size > 0:
-            t = torch.roll(t, shifts=(-self.shift_size, -self.shift_size), dims=(1, 2))
-        return window_partition(t, self.window_size)
+    def index(self, name: str, device: torch.device) -> torch.Tensor:
+        """Constant index tensors on ``device`` (built lazily, so meta-device construction and
+        ``.to()`` need no buffers): ``"order"`` (:func:`window_order`) and ``"valid"`` (bool,
+        real (not padding) tokens in window order)."""
+        key = (name, torch.device(device))
+        if key not in self._index_cache:
+            order = window_order(self.padded_resolution, self.window_size, self.shift_size)
+            if name == "order":
+                value = order
+            else:
+                H, W = self.input_resolution
+                valid = torch.zeros(self.padded_resolution, dtype=torch.bool, device="cpu")
+                valid[:H, :W] = True
+                value = valid.flatten()[order]
+            self._index_cache[key] = value.to(device)
+        return self._index_cache[key]
 
-    def forward(self, x: torch.Tensor, guidance: Optional[torch.Tensor]) -> torch.Tensor:
-        """``x (B, T, H, W, C)``, ``guidance (B, H, W, Cg)`` (already normalised) or None.
-
-        Tokens are rolled and partitioned once, before the (per-token) q/k/v projections.
-        """
-        B, T, H, W, C = x.shape
+    # ------------------------------------------------------------------ layout helpers
+    def grid_to_windows(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, H, W, C)`` -> ``(N, nW*L, C)`` in this block's window order (zero padding)."""
+        N, H, W, C = x.shape
         Hp, Wp = self.padded_resolution
-        y = self.norm1(x)
         if (Hp, Wp) != (H, W):
-            y = F.pad(y, (0, 0, 0, Wp - W, 0, Hp - H))
-            if guidance is not None:
-                guidance = F.pad(guidance, (0, 0, 0, Wp - W, 0, Hp - H))
-        yw = self._windows(y.reshape(B * T, Hp, Wp, C))
-        yw = yw.reshape(B, T, *yw.shape[1:])  # (B, T, nW, L, C)
-        gw = None if guidance is None else self._windows(guidance)  # (B, nW, L, Cg)
-        q, k, v = self.attn.project(yw, gw)
-        out = self.attn.attend(q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1), self.attn_mask)
-        out = window_reverse(out, self.window_size, Hp, Wp)
-        if self.shift_size > 0:
-            out = torch.roll(out, shifts=(self.shift_size, self.shift_size), dims=(1, 2))
-        out = out.reshape(B, T, Hp, Wp, C)[:, :, :H, :W]
+            x = F.pad(x, (0, 0, 0, Wp - W, 0, Hp - H))
+        return x.reshape(N, Hp * Wp, C).index_select(1, self.index("order", x.device))
+
+    def windows_to_grid(self, x: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`grid_to_windows`: ``(N, nW*L, C)`` -> ``(N, H, W, C)``."""
+        N, _, C = x.shape
+        Hp, Wp = self.padded_resolution
+        H, W = self.input_resolution
+        grid = x.new_empty(N, Hp * Wp, C)
+        grid[:, self.index("order", x.device)] = x
+        return grid.view(N, Hp, Wp, C)[:, :H, :W]
+
+    def guidance_qk(self, guidance: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        """Guidance half of the q/k projections in window order: ``(B, H, W, Cg)`` -> ``(B, 1, nW*L, 2C)``
+        (computed once per image, shared by all classes)."""
+        if guidance is None:
+            return None
+        a, d = self.attn, self.dim
+        g = self.grid_to_windows(guidance)
+        w = torch.cat([a.q.weight[:, d:], a.k.weight[:, d:]], dim=0)
+        return F.linear(g, w).unsqueeze(1)
+
+    def _batch_mask(self, n_slices: int, dtype: torch.dtype) -> Optional[torch.Tensor]:
+        """``attn_mask (nW, L, L)`` repeated per slice as ``(n_slices*nW, 1, L, L)`` (what the fused
+        CPU attention kernel accepts), cached for the last size."""
+        if self.attn_mask is None:
+            return None
+        c = self._mask_cache
+        if c is not None and c[0] == n_slices and c[1] == dtype and c[2] == self.attn_mask.device:
+            return c[3]
+        nW, L, _ = self.attn_mask.shape
+        mask = self.attn_mask.to(dtype).unsqueeze(0).expand(n_slices, nW, L, L).reshape(n_slices * nW, 1, L, L)
+        self._mask_cache = (n_slices, dtype, self.attn_mask.device, mask)
+        return mask
+
+    # ------------------------------------------------------------------ forward
+    def forward_windows(self, x: torch.Tensor, gqk: Optional[torch.Tensor], batch: int) -> torch.Tensor:
+        """``x (batch*T, nW*L, C)`` in window order, ``gqk`` from :meth:`guidance_qk` -> same layout."""
+        N, S, C = x.shape
+        a = self.attn
+        h, L = a.num_heads, self.window_size ** 2
+        nW = S // L
+        y = self.norm1(x)
+        if self.padded:  # padded tokens enter the attention as zeros (as the reference pads after norm1)
+            y = y * self.index("valid", y.device).to(y.dtype).unsqueeze(-1)
+        d = self.dim
+        if gqk is None:
+            w = torch.cat([a.q.weight, a.k.weight, a.v.weight], dim=0)
+        else:
+            w = torch.cat([a.q.weight[:, :d], a.k.weight[:, :d], a.v.weight], dim=0)
+        qkv = F.linear(y, w, torch.cat([a.q.bias, a.k.bias, a.v.bias]))  # (N, S, 3C)
+        if gqk is not None:
+            qkv = qkv.view(batch, N // batch, S, 3 * C)
+            qkv[..., : 2 * C] += gqk.to(qkv.dtype)
+        qkv = qkv.view(N * nW, L, 3, h, C // h)
+        q, k, v = (qkv[:, :, i].transpose(1, 2) for i in range(3))  # (N*nW, h, L, d) views
+        mask = self._batch_mask(N, q.dtype)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        out = a.proj(out.transpose(1, 2).reshape(N, S, C))
         x = x + out
         return x + self.mlp(self.norm2(x))
+
+    def forward(self, x: torch.Tensor, guidance: Optional[torch.Tensor]) -> torch.Tensor:
+        """``x (B, T, H, W, C)``, ``guidance (B, H, W, Cg)`` (already normalised) or None."""
+        B, T, H, W, C = x.shape
+        xw = self.grid_to_windows(x.reshape(B * T, H, W, C))
+        out = self.forward_windows(xw, self.guidance_qk(guidance), B)
+        return self.windows_to_grid(out).reshape(B, T, H, W, C)
 
 
 class SwinTransformerBlockWrapper(nn.Module):
@@ -185,21 +265,37 @@ class SwinTransformerBlockWrapper(nn.Module):
                                             num_heads=nheads, window_size=window_size,
                                             shift_size=window_size // 2)
         self.guidance_norm = nn.LayerNorm(appearance_guidance_dim) if appearance_guidance_dim > 0 else None
+        self._reorder: Dict[torch.device, torch.Tensor] = {}
+
+    def reorder(self, device: torch.device) -> torch.Tensor:
+        """Block 1's window order -> block 2's (shifted) window order, as one gather index."""
+        if device not in self._reorder:
+            order_1 = self.block_1.index("order", torch.device("cpu"))
+            inverse_1 = torch.empty_like(order_1)
+            inverse_1[order_1] = torch.arange(order_1.numel(), device="cpu")
+            self._reorder[device] = inverse_1[self.block_2.index("order", torch.device("cpu"))].to(device)
+        return self._reorder[device]
 
     def forward(self, x: torch.Tensor, appearance_guidance: Optional[torch.Tensor],
                 chunk_size: Optional[int] = None) -> torch.Tensor:
         """``x (B, C, T, H, W)``, ``appearance_guidance (B, Cg, H, W)``; classes are independent,
-        so ``chunk_size`` classes are processed at a time with identical results."""
+        so ``chunk_size`` classes are processed at a time with identical results.
+
+        The tokens stay in window order between the two blocks (one gather instead of
+        reverse + roll + partition)."""
         B, C, T, H, W = x.shape
         g = None
         if appearance_guidance is not None and self.guidance_norm is not None:
             g = self.guidance_norm(appearance_guidance.permute(0, 2, 3, 1))  # (B, H, W, Cg)
+        g1, g2 = self.block_1.guidance_qk(g), self.block_2.guidance_qk(g)
         tokens = x.permute(0, 2, 3, 4, 1)  # (B, T, H, W, C)
         step = T if not chunk_size else chunk_size
-        outs = []
+        out = x.new_empty(B, T, H, W, C)
         for start in range(0, T, step):
             t = tokens[:, start:start + step]
-            t = self.block_2(self.block_1(t, g), g)
-            outs.append(t)
-        out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+            n = t.shape[1]
+            w = self.block_1.grid_to_windows(t.reshape(B * n, H, W, C))
+            w = self.block_1.forward_windows(w, g1, B)
+            w = self.block_2.forward_windows(w.index_select(1, self.reorder(w.device)), g2, B)
+            out[:, start:start + step] = self.block_2.windows_to_grid(w).view(B, n, H, W, C)
         return out.permute(0, 4, 1, 2, 3)
