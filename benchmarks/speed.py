@@ -5,7 +5,7 @@
     python benchmarks/speed.py --bf16     # also bf16-autocast rows
 
 Protocol: CLIP ViT-B/16 at 384², one 384² view, batch 1, random (seeded) weights, fp32,
-``torch.inference_mode``, ``--threads`` intra-op threads (2). For each class count N the
+``torch.inference_mode``, ``--threads`` intra-op threads (2), ``OMP_WAIT_POLICY=PASSIVE``. For each class count N the
 configurations below run in *separate worker processes* (so each one's peak RSS is its own)
 that are kept alive and driven round-robin: rep r of every configuration runs before rep r+1
 of any, so a burst of load from other processes hits all of them alike. Each worker warms up
@@ -208,6 +208,7 @@ class Worker:
     def __init__(self, spec: Dict[str, Any]) -> None:
         self.spec = spec
         env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]), MKL_NUM_THREADS=str(spec["threads"]))
+        env.setdefault("OMP_WAIT_POLICY", spec["omp_wait_policy"])
         self.proc = subprocess.Popen([sys.executable, __file__, "--worker", json.dumps(spec)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         self.ready = self._expect("READY")
@@ -249,7 +250,7 @@ def measure(classes: int, configs: List[str], args: argparse.Namespace) -> List[
     for kind in configs:
         for bf16 in ([False, True] if args.bf16 and kind in ("floor", "full", "fast+topk (ctrl)") else [False]):
             specs.append({"config": kind, "classes": classes, "threads": args.threads, "bf16": bf16,
-                          "warmup": args.warmup, "keep": args.keep})
+                          "warmup": args.warmup, "keep": args.keep, "omp_wait_policy": args.omp_wait_policy})
     workers = []
     try:
         for spec in specs:  # one at a time, so start-up does not compete with anything we time
@@ -275,7 +276,8 @@ def render(rows: List[Dict[str, Any]], args: argparse.Namespace, meta: Dict[str,
     lines = [
         "# Inference speed and memory (`python benchmarks/speed.py`)", "",
         f"Run {meta['date']} on `{meta['cpu']}`, torch {meta['torch']}, {args.threads} threads, "
-        f"1 view 384², batch 1, random weights, fp32 unless marked, `inference_mode`; "
+        f"1 view 384², batch 1, random weights, fp32 unless marked, `inference_mode`, "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', args.omp_wait_policy)}; "
         f"{args.warmup} warm-up + median of {args.reps} interleaved reps per cell. "
         f"Load average (1 min) before/after: {meta['load_before']:.1f} / {meta['load_after']:.1f} "
         f"on {meta['cores']} cores; `cpu` = CPU time / wall time of the worker (≈ {args.threads} "
@@ -348,6 +350,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=CONFIGS)
     parser.add_argument("--keep", type=int, default=16, help="classes kept per stage in the controlled TopK")
     parser.add_argument("--bf16", action="store_true", help="also time bf16 autocast (floor, full, fast ctrl)")
+    parser.add_argument("--omp-wait-policy", default="PASSIVE", choices=("PASSIVE", "ACTIVE"),
+                        help="OMP_WAIT_POLICY of the workers unless already set (PASSIVE: idle OpenMP "
+                             "threads sleep instead of spinning, which keeps timings sane on a shared machine)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--json", type=Path, default=None, help="also dump the raw numbers here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)

@@ -194,7 +194,7 @@ def _speed_module():
 
 def test_benchmark_report_targets_and_notes(tmp_path):
     speed = _speed_module()
-    args = speed.main.__globals__["argparse"].Namespace(threads=2, warmup=1, reps=3, keep=16)
+    args = speed.main.__globals__["argparse"].Namespace(threads=2, warmup=1, reps=3, keep=16, omp_wait_policy="PASSIVE")
 
     def row(config, n, s, peak=1024.0):
         return {"config": config, "classes": n, "bf16": False, "median_s": s, "min_s": s, "cpu_util": 2.0,
