@@ -255,16 +255,32 @@ class FGASeg(nn.Module):
                         for image in images]
                     return torch.stack(outs, dim=0)
                 low = self._infer_low(images, text, k, chunk_size)
-                B, T = low.shape[:2]
-                H, W = images.shape[-2:]
-                step = max(1, (2 ** 26) // max(1, B * H * W))
-                out = low.new_empty(B, T, H, W)
-                for s in range(0, T, step):
-                    out[:, s:s + step] = F.interpolate(low[:, s:s + step], size=(H, W), mode="bilinear",
-                                                       align_corners=False)
-                return out
+                return self._upsample_scores(low, tuple(images.shape[-2:]))
         finally:
             self.train(was_training)
+
+    def _upsample_scores(self, low: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+        """Bilinear resize of ``low (B, T, h, w)`` to ``size``, in bounded chunks of classes.
+
+        Classes pruned everywhere (pre-selection / TopK: constant ``pruned_logit``) are filled
+        instead of interpolated; with many classes and TopK they are most of the output.
+        """
+        B, T = low.shape[:2]
+        H, W = size
+        step = max(1, (2 ** 26) // max(1, B * H * W))
+        pruned = (low == self.config.pruned_logit).flatten(2).all(dim=-1).all(dim=0)  # (T,)
+        out = low.new_empty(B, T, H, W)
+        if not bool(pruned.any()):
+            for s in range(0, T, step):
+                out[:, s:s + step] = F.interpolate(low[:, s:s + step], size=(H, W), mode="bilinear",
+                                                   align_corners=False)
+            return out
+        out.fill_(self.config.pruned_logit)
+        live = (~pruned).nonzero().flatten()
+        for s in range(0, live.numel(), step):
+            idx = live[s:s + step]
+            out[:, idx] = F.interpolate(low[:, idx], size=(H, W), mode="bilinear", align_corners=False)
+        return out
 
     def predict(self, images: Any, classes: Any, **kw: Any) -> Any:
         """Segment image(s) into ``classes``; see :func:`fgaseg.predict.api.predict`."""
