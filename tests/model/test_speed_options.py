@@ -213,3 +213,12 @@ def test_benchmark_report_targets_and_notes(tmp_path):
     written = out.read_text()
     assert written.startswith("# Inference speed") and written.endswith("hand-written analysis\n")
     assert "old table" not in written
+
+
+def test_upsampling_fills_pruned_classes_exactly(tiny):
+    low = torch.randn(2, 6, 5, 7)
+    low[:, [1, 4]] = tiny.config.pruned_logit  # pruned in every image
+    low[0, 2] = tiny.config.pruned_logit  # pruned in one image only: still interpolated
+    ref = F.interpolate(low, size=(20, 28), mode="bilinear", align_corners=False)
+    assert torch.allclose(tiny._upsample_scores(low, (20, 28)), ref, atol=1e-5)
+    assert torch.allclose(tiny._upsample_scores(low[:, [0, 2, 3]], (20, 28)), ref[:, [0, 2, 3]], atol=1e-6)
