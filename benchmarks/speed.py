@@ -282,17 +282,19 @@ def render(rows: List[Dict[str, Any]], args: argparse.Namespace, meta: Dict[str,
         f"Load average (1 min) before/after: {meta['load_before']:.1f} / {meta['load_after']:.1f} "
         f"on {meta['cores']} cores; `cpu` = CPU time / wall time of the worker (≈ {args.threads} "
         f"when it had its cores to itself). Total run time {meta['total_s'] / 60:.1f} min.", "",
-        "| configuration | N | s / image (median) | min | images / s | × floor | peak RSS GiB | "
+        "| configuration | N | s / image (median) | min | images / s | × fp32 floor | peak RSS GiB | "
         "Δ RSS GiB | cpu | kept (TopK stages 0/1/2) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         floor = floors.get((r["classes"], False))
-        ratio = r["median_s"] / floor if floor else float("nan")
+        ratio = f"{r['median_s'] / floor:.2f}" if floor else "n/a"
+        if r["bf16"] and floors.get((r["classes"], True)):  # also against the bf16 floor
+            ratio += f" ({r['median_s'] / floors[(r['classes'], True)]:.2f} vs bf16 floor)"
         kept = "/".join(str(k) for k in r["kept"]) if r.get("kept") else ""
         lines.append(
             f"| {_label(r)} | {r['classes']} | {r['median_s']:.2f} | {r['min_s']:.2f} | "
-            f"{1 / r['median_s']:.2f} | {ratio:.2f} | {r['peak_mib'] / 1024:.2f} | "
+            f"{1 / r['median_s']:.2f} | {ratio} | {r['peak_mib'] / 1024:.2f} | "
             f"{(r['peak_mib'] - r['rss_loaded_mib']) / 1024:.2f} | {r['cpu_util']:.2f} | {kept} |")
     lines += ["", "Text encoding (once per class list, not in the per-image times; CLIP text tower, "
               "1 template):", ""]
@@ -322,6 +324,18 @@ def targets(rows: List[Dict[str, Any]], floor: Dict[int, float], args: argparse.
         ratio = c["median_s"] / floor[150]
         out.append(f"- full FGAseg at 150 classes / CLIP floor: **{ratio:.2f}×** "
                    f"(target ≤ 2×: {'met' if ratio <= 2 else 'not met'})")
+    def get16(kind: str, n: int) -> Optional[Dict[str, Any]]:
+        return next((r for r in rows if r["config"] == kind and r["classes"] == n and r["bf16"]), None)
+
+    a, b = get16("fast+topk (ctrl)", 847), get16("fast+topk (ctrl)", 20)
+    if a and b:
+        out.append(f"- with bf16 autocast (opt-in), FGAseg + TopK 847 / 20 classes (controlled): "
+                   f"**{a['median_s'] / b['median_s']:.2f}×**")
+    c, f16 = get16("full", 150), get16("floor", 150)
+    if c and 150 in floor:
+        extra = f", or {c['median_s'] / f16['median_s']:.2f}× the bf16 floor" if f16 else ""
+        out.append(f"- with bf16 autocast (opt-in), full FGAseg at 150 classes: "
+                   f"**{c['median_s'] / floor[150]:.2f}× the fp32 floor**{extra}")
     peaks = [r for r in rows if r["classes"] == 847 and not r["bf16"] and r["config"] != "floor"]
     if peaks:
         worst = max(peaks, key=lambda r: r["peak_mib"])
@@ -355,12 +369,24 @@ def main(argv: Optional[List[str]] = None) -> int:
                              "threads sleep instead of spinning, which keeps timings sane on a shared machine)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--json", type=Path, default=None, help="also dump the raw numbers here")
+    parser.add_argument("--render", type=Path, default=None,
+                        help="re-render --out from a --json dump of an earlier run (no timing)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         worker_main(json.loads(args.worker))
         return 0
     args.reps = args.reps or (2 if args.quick else 5)
+    if args.render:
+        dump = json.loads(args.render.read_text())
+        saved = dump.get("args", {})
+        for key in ("reps", "warmup", "threads", "keep", "omp_wait_policy"):
+            if key in saved:
+                setattr(args, key, saved[key])
+        text = render(dump["rows"], args, dump["meta"])
+        print(text)
+        write_results(text, args.out)
+        return 0
     import torch
 
     meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "torch": torch.__version__,
@@ -380,7 +406,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(text)
     write_results(text, args.out)
     if args.json:
-        args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+        saved = {k: getattr(args, k) for k in ("reps", "warmup", "threads", "keep", "omp_wait_policy")}
+        args.json.write_text(json.dumps({"meta": meta, "rows": rows, "args": saved}, indent=1))
     return 0
 
 
