@@ -73,3 +73,15 @@ def test_corrupt_weights_file(capsys, images, tmp_path):
     code, err = _run(capsys, images, "--classes", "cat", "--weights", tmp_path / "w",
                      "--out", tmp_path / "out")
     assert code == 2 and err.count("\n") == 1, err
+
+
+def test_bf16_flag_runs_fgaseg_and_is_refused_for_training_free(capsys, weights, images, tmp_path):
+    code, err = _run(capsys, images / "a.png", "--classes", "cat, sky", "--weights",
+                     weights["fgaseg"], "--out", tmp_path / "out", "--bf16")
+    assert code == 0, err
+    labels = np.asarray(Image.open(tmp_path / "out" / "a_labels.png"))
+    assert labels.shape == (30, 44) and labels.max() < 2
+    code, err = _run(capsys, images / "a.png", "--classes", "cat, sky", "--weights",
+                     weights["clip"], "--method", "training-free", "--out", tmp_path / "o2",
+                     "--bf16")
+    assert code == 2 and err.strip().count("\n") == 0 and "--bf16" in err
