@@ -14,6 +14,9 @@ if [ "${FGASEG_SKIP_BROWSER:-0}" != "1" ]; then
     "$ROOT/.venv/bin/pip" install -q "gradio>=5.0" "playwright>=1.40" \
         || echo "note: gradio/playwright could not be installed; the browser test will be skipped"
 fi
+# Idle OpenMP threads sleep instead of spinning: on a shared 2-core machine spinning threads
+# made torch up to 10x slower.
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 set +e
 "$ROOT/.venv/bin/python" -m pytest -q -p no:cacheprovider "$@"
 rc=$?
