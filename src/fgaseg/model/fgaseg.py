@@ -267,6 +267,9 @@ class FGASeg(nn.Module):
         """
         B, T = low.shape[:2]
         H, W = size
+        if torch.jit.is_tracing() or torch.compiler.is_compiling():
+            # export/compile cannot branch on data; bilinear keeps pruned constants constant
+            return F.interpolate(low, size=(H, W), mode="bilinear", align_corners=False)
         step = max(1, (2 ** 26) // max(1, B * H * W))
         pruned = (low == self.config.pruned_logit).flatten(2).all(dim=-1).all(dim=0)  # (T,)
         out = low.new_empty(B, T, H, W)
