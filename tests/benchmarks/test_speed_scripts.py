@@ -1,0 +1,69 @@
+"""The speed benchmark's FLOP counting, table and target checks (no timing here)."""
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import speed_report  # noqa: E402
+import speed_worker  # noqa: E402
+
+
+def test_count_gmac_includes_fused_attention_and_linear_layers():
+    q = torch.rand(2, 4, 10, 8)
+    lin = torch.nn.Linear(8, 16)
+
+    def run():
+        with torch.inference_mode():
+            torch.nn.functional.scaled_dot_product_attention(q, q, q)
+            lin(q)
+
+    attention = 2 * 4 * 10 * 10 * (8 + 8)  # q·k and p·v
+    linear = 2 * 4 * 10 * 8 * 16
+    assert speed_worker.count_gmac(run) * 1e9 == attention + linear
+
+
+def test_keep_recorder_forces_and_records_counts():
+    rec = speed_worker.KeepRecorder(lambda aux, k: torch.arange(aux.shape[1]), forced_keep=2)
+    aux = torch.zeros(1, 5, 3, 3)
+    aux[0, 3] = 1.0
+    aux[0, 1] = 0.5
+    assert rec(aux, 16).tolist() == [1, 3]
+    rec.forced_keep = None
+    assert rec(aux, 16).tolist() == [0, 1, 2, 3, 4]
+    assert rec.last() == [2, 5] and rec.last() is None
+
+
+def _row(config, n, s, gmac, bf16=False, peak=1024.0, kept=None):
+    return {"config": config, "classes": n, "bf16": bf16, "median_s": s, "min_s": s, "gmac": gmac,
+            "peak_mib": peak, "rss_loaded_mib": 512.0, "cpu_util": 2.0, "text_s": 0.1, "kept": kept}
+
+
+def test_targets_report_met_and_not_met_honestly():
+    rows = [_row("floor", 150, 0.5, 55), _row("full", 150, 1.5, 110),
+            _row("fast+topk (ctrl)", 20, 1.0, 80, kept=[16, 16, 16]),
+            _row("fast+topk (ctrl)", 847, 1.6, 90, peak=5000.0, kept=[16, 16, 16])]
+    lines = speed_report.targets(rows, keep=16)
+    text = "\n".join(lines)
+    assert "**1.60×** (target ≤ 1.5×: not met)" in text
+    assert "**3.00×** (target ≤ 2×: not met)" in text
+    assert "**2.00×** (110 / 55 GMAC)" in text
+    assert "**4.88 GiB** (target < 4 GiB: not met)" in text
+    rows[1]["median_s"] = 0.9
+    assert "(target ≤ 2×: met)" in "\n".join(speed_report.targets(rows, keep=16))
+
+
+def test_render_and_write_keep_the_hand_written_notes(tmp_path):
+    rows = [_row("floor", 20, 0.5, 55), _row("full", 20, 1.0, 88)]
+    settings = {"threads": 2, "omp_wait_policy": "PASSIVE", "warmup": 1, "reps": 2, "keep": 16}
+    meta = {"date": "today", "cpu": "cpu", "torch": "2", "load_before": 0.0, "load_after": 0.0,
+            "cores": 2, "total_s": 60.0}
+    text = speed_report.render(rows, settings, meta)
+    assert "| (c) full FGAseg, plain decoder, no TopK | 20 | 1.00 | 1.00 | 1.00 | 2.00 | 88 | 88 |" in text
+    out = tmp_path / "results.md"
+    out.write_text("old table\n" + speed_report.NOTES_MARKER + "\nmy notes\n")
+    speed_report.write_results(text, out)
+    written = out.read_text()
+    assert written.startswith("# Inference speed") and written.endswith("my notes\n")
+    assert "old table" not in written
