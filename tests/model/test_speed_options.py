@@ -1,7 +1,6 @@
 """Speed options keep the output: optimised blocks vs naive references, channels-last, bf16,
 torch.compile, TopK re-use of decoded classes, text cached once, and the benchmark's report."""
 
-import importlib.util
 import os
 import shutil
 import sys
@@ -18,7 +17,6 @@ from fgaseg.model.upsampling import Up
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from model_testing import make_tiny_model, names  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def naive_swin_block(blk, x, g):
@@ -182,37 +180,6 @@ def test_compiled_swin_block_matches_eager():
         except Exception as exc:  # pragma: no cover - depends on the toolchain
             pytest.skip(f"torch.compile unavailable here: {type(exc).__name__}")
     assert torch.allclose(out, ref, atol=1e-4)
-
-
-# ---------------------------------------------------------------------------- benchmark report
-def _speed_module():
-    spec = importlib.util.spec_from_file_location("fgaseg_speed_bench", ROOT / "benchmarks" / "speed.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_benchmark_report_targets_and_notes(tmp_path):
-    speed = _speed_module()
-    args = speed.main.__globals__["argparse"].Namespace(threads=2, warmup=1, reps=3, keep=16, omp_wait_policy="PASSIVE")
-
-    def row(config, n, s, peak=1024.0):
-        return {"config": config, "classes": n, "bf16": False, "median_s": s, "min_s": s, "cpu_util": 2.0,
-                "peak_mib": peak, "rss_loaded_mib": 900.0, "text_s": 0.5, "kept": None}
-
-    rows = [row("floor", 20, 1.0), row("fast+topk (ctrl)", 20, 2.0), row("floor", 150, 1.0),
-            row("full", 150, 3.0), row("floor", 847, 1.0), row("fast+topk (ctrl)", 847, 2.5, 5000.0)]
-    meta = {"date": "d", "cpu": "c", "torch": "t", "cores": 2, "load_before": 1.0, "load_after": 1.0, "total_s": 60}
-    text = speed.render(rows, args, meta)
-    assert "**1.25×** (target ≤ 1.5×: met)" in text
-    assert "**3.00×** (target ≤ 2×: not met)" in text
-    assert "4.88 GiB** (target < 4 GiB: not met)" in text
-    out = tmp_path / "results.md"
-    out.write_text("old table\n<!-- notes -->\nhand-written analysis\n")
-    speed.write_results(text, out)
-    written = out.read_text()
-    assert written.startswith("# Inference speed") and written.endswith("hand-written analysis\n")
-    assert "old table" not in written
 
 
 def test_upsampling_fills_pruned_classes_exactly(tiny):
