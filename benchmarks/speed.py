@@ -164,7 +164,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"N = {n} ...", file=sys.stderr, flush=True)
         got = measure(n, args.configs, args)
         for r in got:
-            print(f"  {label(r):62s} {r['median_s']:7.2f} s  {r['gmac']:6.0f} GMAC  peak "
+            print(f"  {label(r):62s} {r['median_s']:7.2f} s  {r['gmac'] or 0:6.0f} GMAC  peak "
                   f"{r['peak_mib'] / 1024:.2f} GiB  cpu {r['cpu_util']:.2f}  kept {r['kept']}",
                   file=sys.stderr, flush=True)
         rows += got
