@@ -52,13 +52,20 @@ def _sdpa_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
     return 2 * b * h * lq * key[-2] * (e + value[-1])
 
 
+def _baddbmm_flops(self, batch1, batch2, *args, out_shape=None, **kwargs) -> int:
+    b, m, k = batch1
+    return 2 * b * m * k * batch2[-1]
+
+
 def count_gmac(run_once: Callable[[], Any]) -> float:
     """Multiply-accumulates (G) of the GEMMs, convolutions and attentions of one call."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    aten = torch.ops.aten
     counter = FlopCounterMode(display=False, custom_mapping={
-        torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_flops})
+        aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_flops,
+        aten.baddbmm_: _baddbmm_flops})  # the counter knows only the out-of-place form
     with counter:
         run_once()
     return counter.get_total_flops() / 2e9

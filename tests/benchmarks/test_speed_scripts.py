@@ -3,6 +3,7 @@
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
@@ -21,7 +22,17 @@ def test_count_gmac_includes_fused_attention_and_linear_layers():
 
     attention = 2 * 4 * 10 * 10 * (8 + 8)  # q·k and p·v
     linear = 2 * 4 * 10 * 8 * 16
-    assert speed_worker.count_gmac(run) * 1e9 == attention + linear
+    assert speed_worker.count_gmac(run) * 1e9 == pytest.approx(attention + linear)
+
+
+def test_count_gmac_includes_in_place_batched_gemms():
+    a, b, c = torch.rand(1, 4, 1), torch.rand(1, 4, 3), torch.rand(1, 3, 5)
+
+    def run():
+        with torch.inference_mode():
+            torch.baddbmm(a, b, c).baddbmm_(b, c)
+
+    assert speed_worker.count_gmac(run) * 1e9 == pytest.approx(2 * (4 * 3 * 5))  # two GEMMs
 
 
 def test_keep_recorder_forces_and_records_counts():
