@@ -96,7 +96,7 @@ class Worker:
             "median_s": statistics.median(walls), "min_s": min(walls), "walls": walls,
             "cpu_util": statistics.median(c / w for c, w in zip(cpus, walls)),
             "peak_mib": done["peak_mib"], "rss_loaded_mib": done["rss_loaded_mib"],
-            "text_s": self.ready.get("text_s"), "gmac": self.ready.get("gmac"),
+            "text_s": self.ready.get("text_s"), "gmac": done["gmac"],
             "kept": kept[-1] if kept else None,
         }
 

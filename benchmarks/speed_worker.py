@@ -159,8 +159,6 @@ def worker_main(spec: Dict[str, Any]) -> None:
     loaded_rss = rss_mib()  # model + text embeddings, before any image
     for _ in range(spec["warmup"]):
         run_once()
-    if not spec.get("bf16"):  # same products in bf16; the flop counter breaks under autocast
-        info["gmac"] = count_gmac(run_once)  # not timed
     if recorder:
         recorder.last()
     print("READY " + json.dumps({**info, "rss_loaded_mib": loaded_rss, "peak_mib": peak_mib()}), flush=True)
@@ -175,7 +173,11 @@ def worker_main(spec: Dict[str, Any]) -> None:
             kept = recorder.last() if recorder else None
             print("TIME " + json.dumps({"wall": wall, "cpu": cpu, "kept": kept}), flush=True)
         elif cmd == "quit":
-            print("DONE " + json.dumps({"peak_mib": peak_mib(), "rss_loaded_mib": loaded_rss}), flush=True)
+            done = {"peak_mib": peak_mib(), "rss_loaded_mib": loaded_rss}
+            # counted last: the flop counter's decompositions raise the peak memory; bf16 does the
+            # same products, and the counter fails under autocast
+            done["gmac"] = None if spec.get("bf16") else count_gmac(run_once)
+            print("DONE " + json.dumps(done), flush=True)
             return
 
 
