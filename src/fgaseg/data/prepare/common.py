@@ -118,3 +118,10 @@ def main_wrapper(run: Callable[[argparse.Namespace], None], parser: argparse.Arg
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def simple_main(doc: str, prepare: Callable[[Path, bool, int], None],
+                argv: Optional[Sequence[str]] = None) -> int:
+    """``main`` of a script whose only options are the :func:`base_parser` ones."""
+    parser = base_parser(doc.splitlines()[0])
+    return main_wrapper(lambda a: prepare(Path(a.root), not a.no_progress, a.workers), parser, argv)

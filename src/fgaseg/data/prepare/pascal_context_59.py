@@ -15,8 +15,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from fgaseg.data.prepare.common import (base_parser, lookup_table, main_wrapper, require_dir,
-                                        run_jobs, save_atomic)
+from fgaseg.data.prepare.common import lookup_table, require_dir, run_jobs, save_atomic, simple_main
 from fgaseg.data.prepare.rle import decode
 from fgaseg.errors import DatasetError
 
@@ -61,9 +60,7 @@ def prepare(root: Path, progress: bool = True,
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = base_parser(__doc__.splitlines()[0])
-    return main_wrapper(
-        lambda a: prepare(Path(a.root), not a.no_progress, a.workers), parser, argv)
+    return simple_main(__doc__, prepare, argv)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 
-from fgaseg.data.prepare.common import (base_parser, lookup_table, main_wrapper, read_array,
-                                        require_dir, run_jobs, save_atomic)
+from fgaseg.data.prepare.common import (lookup_table, read_array, require_dir, run_jobs,
+                                        save_atomic, simple_main)
 from fgaseg.errors import DatasetError
 
 _CLASSES = {k: k - 1 for k in range(1, 21)}
@@ -57,9 +57,7 @@ def prepare(root: Path, progress: bool = True,
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = base_parser(__doc__.splitlines()[0])
-    return main_wrapper(
-        lambda a: prepare(Path(a.root), not a.no_progress, a.workers), parser, argv)
+    return simple_main(__doc__, prepare, argv)
 
 
 if __name__ == "__main__":
