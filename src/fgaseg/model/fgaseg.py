@@ -197,7 +197,9 @@ class FGASeg(nn.Module):
         chunk = chunk_size or self.config.chunk_size
         if chunk:
             return int(chunk)
-        budget = 512 if self.device.type == "cuda" else 96  # (image, class) slices per chunk
+        # (image, class) slices per chunk; on CPU small chunks keep the per-class tensors in
+        # cache (2 threads, ViT-B/16: 16 slices ran 25-30 % faster than 96 at 59-847 classes)
+        budget = 512 if self.device.type == "cuda" else 16
         return max(1, budget // max(batch, 1))
 
     def optimize_for_inference(self, *, bf16: bool = False, compile: bool = False) -> "FGASeg":
