@@ -3,7 +3,7 @@
 A class is kept if it is among the ``k`` highest-scoring classes of at least one pixel of at
 least one image of the batch (official ``get_valid_idx_from_mask``: the union is shared by the
 batch, which at test time holds the sliding-window views of one image). ``k >= T`` keeps every
-class, so the pruned pipeline then equals the full one exactly.
+class; the decoder then skips TopK altogether, so the result equals the unpruned one exactly.
 """
 
 from __future__ import annotations
