@@ -21,8 +21,8 @@ import torch.nn.functional as F
 #: depends on T (not on the stored maps) so the labels stay those of the dense computation.
 UPSAMPLE_BUDGET = 16_000_000
 
-_TILE = 256  # output pixels per tile side in the large-image argmax
-_CLASS_CHUNK = 64  # classes per step while computing per-cell bounds (bounded memory)
+_TILE = 64  # output pixels per tile side in the large-image argmax
+_BLOCK = 4  # source pixels per block side of the precomputed bounds
 
 
 @dataclass
@@ -129,14 +129,27 @@ def _source_range(start: int, stop: int, out: int, src: int) -> tuple[int, int]:
 
 
 def _cell_floor(values: torch.Tensor) -> torch.Tensor:
-    """``(h, w)``: for the 2x2 source cell at each position, max over classes of the cell
-    minimum; every output pixel interpolated inside the cell has a best score at least that."""
+    """``(h, w)``: a lower bound of the best score anywhere inside the 2x2 source cell whose
+    top-left corner is at each position (cells at the border repeat the last row / column).
+
+    Inside a cell every class's bilinear value is one convex combination of its four corner
+    values, with the same weights for all classes. So is the mean of the four classes that win
+    the corners, and the best class scores at least that mean, hence at least its smallest
+    corner value. (Inside one class's region this is that class's smallest corner; on a
+    boundary it stays between the two winners instead of dropping to the loser's score.)
+    """
+    K, h, w = values.shape
+    winner = values.argmax(0)
+    rows = torch.arange(h, device=values.device)
+    cols = torch.arange(w, device=values.device)
+    corners = [(rows[:, None], cols[None]), (rows[:, None], (cols + 1).clamp(max=w - 1)[None]),
+               ((rows + 1).clamp(max=h - 1)[:, None], cols[None]),
+               ((rows + 1).clamp(max=h - 1)[:, None], (cols + 1).clamp(max=w - 1)[None])]
+    winners = [winner[r, c] for r, c in corners]
     floor = None
-    for start in range(0, values.shape[0], _CLASS_CHUNK):
-        chunk = F.pad(values[None, start:start + _CLASS_CHUNK], (0, 1, 0, 1), mode="replicate")
-        cell_min = -F.max_pool2d(-chunk, 2, stride=1)[0]
-        best = cell_min.amax(0)
-        floor = best if floor is None else torch.maximum(floor, best)
+    for r, c in corners:
+        mean = sum(values[k, r, c] for k in winners) / 4
+        floor = mean if floor is None else torch.minimum(floor, mean)
     return floor
 
 
@@ -146,35 +159,48 @@ def _tiled_argmax(values: torch.Tensor, classes: torch.Tensor,
 
     A bilinear value is a convex combination of its source neighbours, so within a tile class
     c scores at most its maximum over the tile's source patch, and the winner scores at least
-    the smallest per-cell floor (`_cell_floor`) there. Classes whose maximum is below that
-    floor (less a rounding margin) cannot win and are skipped; usually one or a few remain.
+    the smallest cell floor (`_cell_floor`) there. Classes whose maximum is below that floor
+    (less a rounding margin) cannot win and are skipped; usually one or a few remain. They are
+    resampled one at a time from views of the stored maps (``grid_sample`` gives each channel
+    the same values however many it gets), lowest class first, so ties go to the lowest index.
     """
     height, width = size
-    h, w = values.shape[1:]
+    K, h, w = values.shape
     device = values.device
     # output pixel centres, computed as the former dense bands did (bit-identical samples)
     xs = (torch.arange(width, dtype=torch.float32, device=device) + 0.5) / width * 2 - 1
     ys = (torch.arange(height, dtype=torch.float32, device=device) + 0.5) / height * 2 - 1
-    floor = _cell_floor(values)
+    # per-block maxima / floors once, so that each tile's bounds are a few small reductions
+    block = _BLOCK
+    block_max = F.max_pool2d(values[None], block, ceil_mode=True)[0]
+    block_floor = -F.max_pool2d(-_cell_floor(values)[None, None], block, ceil_mode=True)[0, 0]
+    low, high = torch.aminmax(values)
+    margin = 1e-5 * (1.0 + max(abs(float(low)), abs(float(high))))
     labels = torch.empty(size, dtype=torch.int64, device=device)
     for top in range(0, height, _TILE):
         bottom = min(height, top + _TILE)
-        y0, y1 = _source_range(top, bottom, height, h)
+        y0, y1 = (v // block for v in _source_range(top, bottom, height, h))
         for left in range(0, width, _TILE):
             right = min(width, left + _TILE)
-            x0, x1 = _source_range(left, right, width, w)
-            patch = values[:, y0:y1 + 1, x0:x1 + 1]
-            upper = patch.amax(dim=(1, 2))
-            lower = floor[y0:y1 + 1, x0:x1 + 1].min()
+            x0, x1 = (v // block for v in _source_range(left, right, width, w))
+            upper = block_max[:, y0:y1 + 1, x0:x1 + 1].amax(dim=(1, 2))
+            lower = block_floor[y0:y1 + 1, x0:x1 + 1].min()
             # float rounding can push an interpolated value a few ulps past its inputs
-            margin = 1e-5 * (1.0 + float(upper.abs().max()))
-            candidates = (upper >= lower - margin).nonzero().flatten()
-            if candidates.numel() == 1:
+            candidates = (upper >= lower - margin).nonzero().flatten().tolist()
+            if len(candidates) == 1:
                 labels[top:bottom, left:right] = classes[candidates[0]]
                 continue
             grid = torch.stack(torch.meshgrid(ys[top:bottom], xs[left:right],
                                               indexing="ij")[::-1], dim=-1)[None]
-            tile = F.grid_sample(values[candidates][None], grid, mode="bilinear",
-                                 padding_mode="border", align_corners=False)[0]
-            labels[top:bottom, left:right] = classes[candidates][tile.argmax(0)]
+            best = best_index = None
+            for c in candidates:
+                sampled = F.grid_sample(values[c][None, None], grid, mode="bilinear",
+                                        padding_mode="border", align_corners=False)[0, 0]
+                if best is None:
+                    best, best_index = sampled, torch.full_like(sampled, c, dtype=torch.int64)
+                else:
+                    better = sampled > best  # strictly: ties keep the lower class
+                    best = torch.where(better, sampled, best)
+                    best_index[better] = c
+            labels[top:bottom, left:right] = classes[best_index]
     return labels
