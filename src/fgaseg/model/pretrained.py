@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Dict, Tuple, Union
 
 import torch
 
-from fgaseg.errors import FGASegError, WeightsError
+from fgaseg.errors import ConfigError, FGASegError, WeightsError
 from fgaseg.model.config import FGASegConfig
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -44,7 +44,10 @@ def _read_ours(directory: Path) -> Tuple[FGASegConfig, Dict[str, torch.Tensor]]:
         raise WeightsError(f"cannot read {directory / CONFIG_NAME}: {exc}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or "config" not in meta:
         raise WeightsError(f"{directory / CONFIG_NAME} is not an fgaseg model config")
-    config = FGASegConfig.from_dict(meta["config"])
+    try:
+        config = FGASegConfig.from_dict(meta["config"])
+    except ConfigError as exc:
+        raise WeightsError(f"{directory / CONFIG_NAME}: {exc}") from None
     try:
         state = load_file(str(directory / WEIGHTS_NAME))
     except Exception as exc:  # safetensors raises several types for corrupt files

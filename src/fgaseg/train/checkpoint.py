@@ -59,7 +59,11 @@ def save_checkpoint(state: Dict[str, Any], folder: Union[str, Path], step: int,
             os.replace(tmp, numbered)
         except OSError:
             atomic_torch_save(state, numbered)
-        for old in list_checkpoints(folder)[:-keep]:
+        # only files up to this step take part: a numbered file from a later step belongs to
+        # another line of training (resumed from an earlier file) and must not outlive ours
+        ours = [p for p in list_checkpoints(folder) if _step_of(p) is not None
+                and _step_of(p) <= step]
+        for old in ours[:-keep]:
             old.unlink(missing_ok=True)
     return folder / LAST
 
@@ -67,6 +71,13 @@ def save_checkpoint(state: Dict[str, Any], folder: Union[str, Path], step: int,
 def list_checkpoints(folder: Union[str, Path]) -> List[Path]:
     """Numbered checkpoints in ``folder``, oldest first."""
     return sorted(Path(folder).glob("step_*.pt"))
+
+
+def _step_of(path: Path) -> Optional[int]:
+    try:
+        return int(path.stem.split("_", 1)[1])
+    except (IndexError, ValueError):
+        return None
 
 
 def find_resume_checkpoint(path: Union[str, Path]) -> Optional[Path]:
@@ -87,10 +98,28 @@ def load_checkpoint(path: Union[str, Path]) -> Dict[str, Any]:
     except FileNotFoundError:
         raise WeightsError(f"checkpoint not found: {path}") from None
     except Exception as exc:  # truncated / foreign file
-        raise WeightsError(f"cannot read checkpoint {path}: {exc.__class__.__name__}") from None
+        reason = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise WeightsError(f"cannot read checkpoint {path}: {reason}{_alternatives(path)}") from None
     if not isinstance(state, dict) or "model" not in state or "step" not in state:
-        raise WeightsError(f"{path} is not an fgaseg training checkpoint")
+        raise WeightsError(f"{path} is not an fgaseg training checkpoint{_alternatives(path)}")
     return state
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _alternatives(path: Union[str, Path]) -> str:
+    """A hint naming the newest other numbered checkpoint beside ``path``, if any."""
+    path = Path(path)
+    others = [p for p in list_checkpoints(path.parent)
+              if p.name != path.name and not _same_file(p, path)]  # step files link last.pt
+    if not others:
+        return ""
+    return f"; {others[-1].name} beside it may be intact: --resume {others[-1]}"
 
 
 def rng_state() -> Dict[str, Any]:

@@ -95,6 +95,27 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200]
+
+
+def _load_model_state(model: nn.Module, state: Dict[str, torch.Tensor], path: Path) -> None:
+    """Strict load with one line naming the checkpoint and the first differing keys."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state)
+                   if tuple(own[k].shape) != tuple(state[k].shape))
+    parts = [f"{label}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''} ({len(keys)})"
+             for label, keys in (("missing", missing), ("unexpected", unexpected),
+                                 ("wrong shape", wrong)) if keys]
+    if parts:
+        raise ConfigError(f"{path} was saved from a different model ({'; '.join(parts)}); "
+                          "resume with the model config it was trained with, or start a new "
+                          "run (--force or another --out)")
+    model.load_state_dict(state)
+
+
 class Trainer:
     """Trains ``model`` on ``dataset`` as ``config`` says; see the module docstring."""
 
@@ -200,8 +221,12 @@ class Trainer:
         if state.get("batch_size") != self.config.batch_size:
             raise ConfigError(f"{path} was trained with batch_size {state.get('batch_size')}; "
                               f"resume needs the same global batch (got {self.config.batch_size})")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        _load_model_state(self.model, state["model"], path)
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError, RuntimeError) as exc:
+            raise ConfigError(f"{path}: the optimizer state does not fit this model's parameters "
+                              f"({_one_line(exc)}); was the model config changed?") from None
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
