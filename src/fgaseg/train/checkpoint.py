@@ -3,7 +3,8 @@
 A checkpoint is written to a temporary file in the same folder, flushed to disk, then renamed
 over the target (``os.replace`` is atomic on POSIX and Windows): a process killed while saving
 leaves the previous checkpoint intact. ``last.pt`` always names the newest one; numbered copies
-``step_0005000.pt`` are kept for the last ``keep`` saves.
+``step_0005000.pt`` are kept for the last ``keep`` saves. Each checkpoint holds a SHA-256 of
+its tensors, checked on load (``FGASEG_VERIFY_CHECKSUMS=0`` skips the check).
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ import numpy as np
 import torch
 
 from fgaseg.errors import WeightsError
+from fgaseg.model.pretrained_checksums import (ALGORITHM, ENV_SWITCH, state_digest,
+                                               verification_enabled)
 
 LAST = "last.pt"
+CHECKSUM = "checksum"  # key of the tensors' SHA-256 inside a checkpoint
 
 
 def atomic_torch_save(obj: Any, path: Union[str, Path]) -> None:
@@ -47,6 +51,8 @@ def save_checkpoint(state: Dict[str, Any], folder: Union[str, Path], step: int,
     folder = Path(folder)
     for stale in list(folder.glob(".*.tmp")) + list(folder.glob(".*.link")):
         stale.unlink(missing_ok=True)  # left by a process killed while saving
+    state = {k: v for k, v in state.items() if k != CHECKSUM}
+    state[CHECKSUM] = f"{ALGORITHM}:{state_digest(state)}"  # verified by load_checkpoint
     atomic_torch_save(state, folder / LAST)
     if keep > 0:
         numbered = folder / f"step_{step:07d}.pt"
@@ -102,6 +108,12 @@ def load_checkpoint(path: Union[str, Path]) -> Dict[str, Any]:
         raise WeightsError(f"cannot read checkpoint {path}: {reason}{_alternatives(path)}") from None
     if not isinstance(state, dict) or "model" not in state or "step" not in state:
         raise WeightsError(f"{path} is not an fgaseg training checkpoint{_alternatives(path)}")
+    recorded = state.pop(CHECKSUM, None)  # older checkpoints have none
+    if recorded is not None and verification_enabled():
+        if recorded != f"{ALGORITHM}:{state_digest(state)}":
+            raise WeightsError(f"{path} is corrupt: its tensors do not match the {ALGORITHM} "
+                               f"recorded when it was saved{_alternatives(path)} "
+                               f"({ENV_SWITCH}=0 skips this check)")
     return state
 
 
