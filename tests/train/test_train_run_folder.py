@@ -31,7 +31,7 @@ def test_a_second_run_into_the_same_folder_is_refused_and_changes_nothing(tmp_pa
     out = tmp_path / "run"
     run(root, out)
     before = snapshot(out)
-    with pytest.raises(ConfigError, match="already holds a training run.*--resume.*--force"):
+    with pytest.raises(ConfigError, match="already holds a training run.*--resume.*--overwrite"):
         run(root, out, max_iters=2)
     assert snapshot(out) == before
     with pytest.raises(ConfigError, match="already holds"):  # resuming another run into it

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from fgaseg.commands.outputs import add_overwrite_argument
+
 HELP = "train FGAseg from a YAML config (single process or torchrun)"
 
 
@@ -13,10 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
                         help="continue from OUT/checkpoints/last.pt (or the given checkpoint "
                              "file / run folder); starts fresh if OUT has no checkpoint yet")
-    parser.add_argument("--force", action="store_true",
-                        help="start over in an OUT that holds an earlier run (its checkpoints, "
-                             "final/ and logs are deleted); without it such an OUT is refused "
-                             "unless --resume continues it")
+    add_overwrite_argument(parser, "an earlier run in OUT: its checkpoints, final/ and logs "
+                                   "are deleted first (--resume continues it instead)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     parser.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE",
                         help="override config entries, e.g. optim.lr=1e-4 max_iters=1000 "
@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         overrides.append(f"out_dir={args.out}")
     config = load_config(args.config, overrides)
-    result = run_training(config, resume=args.resume, device=args.device, force=args.force)
+    result = run_training(config, resume=args.resume, device=args.device, force=args.overwrite)
     if result.checkpoint is not None:
         print(f"done: {result.step} steps ({result.skipped_steps} skipped); "
               f"checkpoint {result.checkpoint}")

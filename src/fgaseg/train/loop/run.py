@@ -54,11 +54,11 @@ def check_out_dir(out_dir: Union[str, Path], resume: Union[bool, str, Path, None
         if source == out.resolve() or out.resolve() in source.parents:
             return
     raise ConfigError(f"{out} already holds a training run ({', '.join(found)}); pass --resume "
-                      "to continue it, or --force to replace it")
+                      "to continue it, or --overwrite to replace it")
 
 
 def clear_run(out_dir: Union[str, Path]) -> None:
-    """Delete an earlier run's checkpoints, final weights and logs (``--force``), so that
+    """Delete an earlier run's checkpoints, final weights and logs (``--overwrite``), so that
     nothing of it is mistaken for this run's (checkpoint pruning, ``final/``)."""
     out = Path(out_dir)
     for name in _RUN_FILES:
@@ -105,7 +105,7 @@ def run_training(config: TrainConfig, resume: Union[bool, str, Path, None] = Non
         if info.is_main:
             out = Path(config.out_dir)
             if force and resume_path is None and existing_run(out):
-                warnings.warn(f"--force: deleting the earlier run in {out}")
+                warnings.warn(f"--overwrite: deleting the earlier run in {out}")
                 clear_run(out)
             out.mkdir(parents=True, exist_ok=True)
             (out / "config.json").write_text(json.dumps(config_to_dict(config), indent=2))

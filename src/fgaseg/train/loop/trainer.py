@@ -112,7 +112,7 @@ def _load_model_state(model: nn.Module, state: Dict[str, torch.Tensor], path: Pa
     if parts:
         raise ConfigError(f"{path} was saved from a different model ({'; '.join(parts)}); "
                           "resume with the model config it was trained with, or start a new "
-                          "run (--force or another --out)")
+                          "run (--overwrite or another --out)")
     model.load_state_dict(state)
 
 
