@@ -105,3 +105,19 @@ def test_folder_errors(tmp_path):
         build_dataset("ade150", tmp_path)
     with pytest.raises(DatasetError, match="no split"):
         build_dataset("ade150", tmp_path, split="train")
+
+
+def test_unreadable_files_name_the_reason_not_only_the_exception_type(tmp_path):
+    # issue #16.7: eval said "cannot read image x.png: OSError"
+    from fgaseg.data.io import read_image, read_label_array
+    from fgaseg.errors import DatasetError
+
+    bad = tmp_path / "x.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    for reader in (read_image, read_label_array):
+        with pytest.raises(DatasetError) as info:
+            reader(bad)
+        message = str(info.value)
+        assert message.startswith("cannot read ") and str(bad) in message
+        detail = message.split(f"{bad}: ", 1)[1]
+        assert " " in detail  # a sentence from the reader, not a bare class name

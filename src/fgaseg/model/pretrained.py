@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Dict, Tuple, Union
 
 import torch
 
-from fgaseg.errors import ConfigError, FGASegError, WeightsError
+from fgaseg.errors import ConfigError, FGASegError, WeightsError, reason
 from fgaseg.model.config import FGASegConfig
 from fgaseg.model.pretrained_checksums import (ALGORITHM, ENV_SWITCH, file_digest, read_and_hash,
                                                verification_enabled)
@@ -132,7 +132,7 @@ def resolve_source(source: Union[str, Path]) -> Tuple[FGASegConfig, Dict[str, to
             local = Path(snapshot_download(repo_id=text))
         except Exception as exc:  # offline, unknown repo, auth ...
             raise WeightsError(f"cannot download {text} from the Hugging Face hub: "
-                               f"{type(exc).__name__}") from None
+                               f"{reason(exc)}") from None
         return _read_ours(local) if _is_ours(local) else _convert_official(_checkpoint_in(local))
     raise WeightsError(f"weights not found: {source}")
 
