@@ -68,7 +68,10 @@ def run(args: argparse.Namespace) -> int:
     from fgaseg.train import distributed as dist_utils
 
     if not args.overwrite:
-        refuse_existing([Path(p) for p in (args.out, args.save_confusion) if p], "--out")
+        confusion = args.save_confusion
+        if confusion and not confusion.endswith(".npy"):
+            confusion += ".npy"  # numpy.save adds the suffix
+        refuse_existing([Path(p) for p in (args.out, confusion) if p], "--out")
     info = dist_utils.setup(args.device)
     try:
         split = args.split

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -80,7 +81,8 @@ def run_training(config: TrainConfig, resume: Union[bool, str, Path, None] = Non
     ``force`` is set; ``force`` without ``resume`` deletes the earlier run's outputs first.
     ``model_factory`` builds the model (default: :func:`fgaseg.train.factory.build_model`).
     """
-    check_out_dir(config.out_dir, resume, force)
+    if int(os.environ.get("RANK", "0")) == 0:  # other ranks could see rank 0's new files
+        check_out_dir(config.out_dir, resume, force)
     info = dist_utils.setup(device)
     try:
         dataset = build_dataset(config.data.dataset, config.data.root, config.data.split,
