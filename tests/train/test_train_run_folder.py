@@ -77,8 +77,10 @@ def test_resume_with_a_changed_model_is_one_line(tmp_path):
         torch.manual_seed(0)
         return TinySeg(width=16)
 
+    before = snapshot(out)
     with pytest.raises(ConfigError) as info:
         run(root, out, resume=True, factory=wider)
+    assert snapshot(out) == before  # not even config.json was rewritten
     message = str(info.value)
     assert "\n" not in message and str(out / "checkpoints" / "last.pt") in message
     assert "different model" in message and "wrong shape" in message

@@ -104,6 +104,10 @@ def run_training(config: TrainConfig, resume: Union[bool, str, Path, None] = Non
                 raise WeightsError(f"no checkpoint to resume from at {where}")
             if resume_path is None and info.is_main:
                 warnings.warn(f"no checkpoint in {where}: starting from scratch")
+        trainer = Trainer(config, model, dataset, dist=info)
+        # a checkpoint that does not fit must fail before the run folder is touched
+        if resume_path is not None:
+            trainer.check_resume(resume_path)
         if info.is_main:
             out = Path(config.out_dir)
             if force and resume_path is None and existing_run(out):
@@ -111,7 +115,6 @@ def run_training(config: TrainConfig, resume: Union[bool, str, Path, None] = Non
                 clear_run(out)
             out.mkdir(parents=True, exist_ok=True)
             (out / "config.json").write_text(json.dumps(config_to_dict(config), indent=2))
-        trainer = Trainer(config, model, dataset, dist=info)
         return trainer.train(resume=resume_path)
     finally:
         dist_utils.cleanup()

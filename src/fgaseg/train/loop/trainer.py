@@ -99,8 +99,8 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:200]
 
 
-def _load_model_state(model: nn.Module, state: Dict[str, torch.Tensor], path: Path) -> None:
-    """Strict load with one line naming the checkpoint and the first differing keys."""
+def _check_model_state(model: nn.Module, state: Dict[str, torch.Tensor], path: Path) -> None:
+    """ConfigError naming the checkpoint and the first differing keys unless ``state`` fits."""
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -113,7 +113,6 @@ def _load_model_state(model: nn.Module, state: Dict[str, torch.Tensor], path: Pa
         raise ConfigError(f"{path} was saved from a different model ({'; '.join(parts)}); "
                           "resume with the model config it was trained with, or start a new "
                           "run (--overwrite or another --out)")
-    model.load_state_dict(state)
 
 
 class Trainer:
@@ -153,6 +152,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type,
                                            enabled=self.amp_dtype == torch.float16)
         self.ddp: Optional[nn.Module] = None
+        self._checked: Optional[tuple] = None  # (path, state) read by check_resume
 
     # -- construction ------------------------------------------------------------------------
     def _build_optimizer(self) -> torch.optim.Optimizer:
@@ -216,12 +216,31 @@ class Trainer:
         dist_utils.barrier()
         return path
 
-    def load(self, path: Path) -> None:
+    def check_resume(self, path: Path) -> None:
+        """Read and check checkpoint ``path`` now (see `read_checkpoint`); ``train(resume=path)``
+        then uses what was read instead of reading it again."""
+        self._checked = (Path(path), self.read_checkpoint(path))
+
+    def read_checkpoint(self, path: Path) -> dict:
+        """Load ``path`` and check that it fits this run (batch size, model keys and shapes,
+        optimizer groups) without changing anything: a misfit is one ConfigError line."""
         state = ckpt.load_checkpoint(path)
         if state.get("batch_size") != self.config.batch_size:
             raise ConfigError(f"{path} was trained with batch_size {state.get('batch_size')}; "
                               f"resume needs the same global batch (got {self.config.batch_size})")
-        _load_model_state(self.model, state["model"], path)
+        _check_model_state(self.model, state["model"], path)
+        saved = [len(g["params"]) for g in state["optimizer"].get("param_groups", [])]
+        ours = [len(g["params"]) for g in self.optimizer.param_groups]
+        if saved != ours:
+            raise ConfigError(f"{path}: its optimizer has parameter groups of sizes {saved}, this "
+                              f"model {ours}; was the model config changed?")
+        return state
+
+    def load(self, path: Path) -> None:
+        """Continue from checkpoint ``path``."""
+        checked, self._checked = self._checked, None  # drop our reference once applied
+        state = checked[1] if checked and checked[0] == Path(path) else self.read_checkpoint(path)
+        self.model.load_state_dict(state["model"])
         try:
             self.optimizer.load_state_dict(state["optimizer"])
         except (ValueError, KeyError, RuntimeError) as exc:
