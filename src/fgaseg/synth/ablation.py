@@ -42,10 +42,10 @@ VARIANTS: Dict[str, Dict[str, object]] = {
 
 
 def ablation_config(config: BenchmarkConfig, steps: int, test_scenes: int) -> BenchmarkConfig:
-    """The demo config with the per-run budget of the ablation."""
+    """The demo config with the per-run budget of the ablation (and the TopK inference rows)."""
     return dataclasses.replace(
         config, segtrain=dataclasses.replace(config.segtrain, steps=steps), num_test_scenes=test_scenes,
-        num_overlays=0,
+        num_overlays=0, topk_rows=(8, 16),
     )
 
 
@@ -72,35 +72,60 @@ def run_ablations(
     for seed in seeds:  # seeds outermost: a cut-short run still has every variant for seed 0
         run_config = dataclasses.replace(config, seed=seed)
         train = make_train_set(run_config, progress=False)
+        # the full model's initial weights, shared with every variant (paired initialisation)
+        init = build_model(clip, run_config).state_dict()
         for name in names:
             if (name, seed) in done:
                 continue
             t = time.time()
-            model = build_model(clip, run_config, **VARIANTS[name])
+            model = build_model(clip, run_config, init_from=init, **VARIANTS[name])
             stats = train_segmentation(
                 model, train, run_config.segtrain, seed=seed, progress=progress, desc=f"{name}, seed {seed}"
             )
             metrics = evaluate(model, test, config.eval_batch_size, progress, topk=0,
                                chunk_size=config.eval_chunk_size)
             run = {"variant": name, "seed": seed, **_metrics(metrics), "train_seconds": stats["seconds"],
-                   "seconds": round(time.time() - t, 1)}
+                   "seconds": round(time.time() - t, 1), "loss_curve": stats["loss_curve"]}
             if name == "full FGAseg":
                 run["inference_variants"] = _inference_variants(model, test, config, progress)
             runs.append(run)
             log(f"[{len(runs)}/{total}] {name}, seed {seed}: seen {run['mIoU_seen']:.1f}, unseen "
                 f"{run['mIoU_unseen']:.1f}, hIoU {run['hIoU']:.1f} ({run['seconds']:.0f} s)")
             state["elapsed_s"] = round(state.get("elapsed_s", 0) + time.time() - t, 1)
-            write_json(json_path, state)
-            (out_dir / "ablations.md").write_text(ablation_markdown(state) + "\n")
+            _write(out_dir, state)
             del model
     state["wall_s_this_call"] = round(time.time() - start, 1)
-    write_json(json_path, state)
-    (out_dir / "ablations.md").write_text(ablation_markdown(state) + "\n")
+    _write(out_dir, state)
     return state
 
 
+def _write(out_dir: Path, state: dict) -> None:
+    write_json(out_dir / "ablations.json", state)
+    save_ablation_curves(out_dir / "ablation_curves.png", state)
+    (out_dir / "ablations.md").write_text(ablation_markdown(state) + "\n")
+
+
+def save_ablation_curves(path: Path, state: dict) -> Path:
+    """Training loss vs step of every variant, averaged over its seeds (smoothed over 20 steps).
+
+    Whether each curve has levelled off by the last step is what tells if the budget is enough.
+    """
+    import numpy as np
+
+    from fgaseg.synth.plot import curve, line_chart
+
+    series = {}
+    for name in state.get("variants", VARIANTS):
+        losses = [r["loss_curve"] for r in state.get("runs", []) if r["variant"] == name and r.get("loss_curve")]
+        if losses:
+            length = min(len(l) for l in losses)
+            series[name] = curve(np.mean([l[:length] for l in losses], axis=0), 20)
+    return line_chart([("FGAseg training loss per variant (mean over seeds)", series)], path, size=(900, 420))
+
+
 def _metrics(m: dict) -> dict:
-    return {k: m[k] for k in ("mIoU_seen", "mIoU_unseen", "hIoU", "mIoU_all", "pixel_acc")}
+    out = {k: m[k] for k in ("mIoU_seen", "mIoU_unseen", "hIoU", "mIoU_all", "pixel_acc")}
+    return {**out, "attributes": m.get("attributes", {})}
 
 
 def _inference_variants(model, test, config: BenchmarkConfig, progress: bool) -> Dict[str, dict]:
