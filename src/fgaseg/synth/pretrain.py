@@ -53,6 +53,10 @@ class PretrainConfig:
     # ALL phrases (not only those in the batch), so every step sees the hard negatives that
     # differ in one attribute only
     vocab_loss: float = 0.0
+    # "cls": OpenAI CLIP's image embedding (CLS token); "dense_mean": the mean of the dense
+    # tokens FGAseg's cost volume is built from (CAT-Seg's dense last block), so those tokens
+    # are what the contrastive loss aligns with text
+    pooling: str = "cls"
     clip: CLIPConfig = field(default_factory=tiny_clip_config)
 
     def to_dict(self) -> dict:
@@ -119,6 +123,15 @@ def contrastive_loss(image_emb, text_emb, text_ids: torch.Tensor, logit_scale) -
     )
 
 
+def image_embedding(clip: CLIP, images: torch.Tensor, pooling: str = "cls") -> torch.Tensor:
+    """``(B, D)`` image embedding of CLIP-normalised ``images`` under the pretraining's pooling."""
+    if pooling == "cls":
+        return clip.encode_image(images)
+    if pooling == "dense_mean":
+        return clip.encode_image_dense(images).tokens.mean(1)
+    raise ValueError(f"unknown pooling {pooling!r}; use 'cls' or 'dense_mean'")
+
+
 def vocabulary_loss(image_emb, phrase_emb, class_ids: torch.Tensor, logit_scale) -> torch.Tensor:
     """Cross-entropy of single-object images ``(B, D)`` over all phrase prompts ``(C, D)``."""
     logits = logit_scale.clamp(max=math.log(100)).exp() * (
@@ -173,7 +186,7 @@ def pretrain_clip(
         ids = text_ids[idx]
         unique_ids, inverse = torch.unique(ids, return_inverse=True)
         text_emb = clip.encode_text(all_tokens[unique_ids])[inverse]
-        image_emb = clip.encode_image(batch)
+        image_emb = image_embedding(clip, batch, config.pooling)
         loss = contrastive_loss(image_emb, text_emb, ids, clip.logit_scale)
         if config.vocab_loss > 0:
             loss = loss + config.vocab_loss * vocabulary_loss(
@@ -200,7 +213,9 @@ def pretrain_clip(
 
 
 @torch.no_grad()
-def zero_shot_accuracy(clip: CLIP, world: WorldConfig, count: int = 720, seed: int = 10_000) -> Dict[str, float]:
+def zero_shot_accuracy(
+    clip: CLIP, world: WorldConfig, count: int = 720, seed: int = 10_000, pooling: str = "cls",
+) -> Dict[str, float]:
     """Classify held-out single-object images among all 72 prompted phrases.
 
     Returns accuracy on seen and unseen classes and per attribute (colour, pattern, shape).
@@ -213,7 +228,7 @@ def zero_shot_accuracy(clip: CLIP, world: WorldConfig, count: int = 720, seed: i
     preds = []
     for start in range(0, count, 256):
         images, _ = singles.batch(range(start, min(count, start + 256)))
-        emb = F.normalize(clip.encode_image(normalize(images).to(clip.device)), dim=-1)
+        emb = F.normalize(image_embedding(clip, normalize(images).to(clip.device), pooling), dim=-1)
         preds.append((emb @ text.t()).argmax(1).cpu().numpy())
     pred = np.concatenate(preds)
     attrs_t, attrs_p = np.array(vocab.attributes)[truth], np.array(vocab.attributes)[pred]
@@ -267,7 +282,7 @@ def pretrained_tiny_clip(
             log(f"stage 1/3: ignoring unreadable cache {path} ({exc})")
     clip, stats = pretrain_clip(config, world, seed, progress, log)
     meta = {"seed": seed, "pretrain": config.to_dict(), **stats}
-    meta["zero_shot"] = zero_shot_accuracy(clip, world)
+    meta["zero_shot"] = zero_shot_accuracy(clip, world, pooling=config.pooling)
     try:
         save_clip(clip, path, meta)
         log(f"stage 1/3: tiny CLIP trained in {stats['train_seconds']:.0f} s, cached at {path}")
