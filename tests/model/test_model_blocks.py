@@ -159,7 +159,7 @@ def test_preselection_keeps_best_classes():
     cost = torch.zeros(2, 1, 5, 2, 2)
     cost[0, 0, [1, 3], 0, 0] = 1.0
     cost[1, 0, [4, 0], 1, 1] = 1.0
-    assert preselect_classes(cost, 2).tolist() == [[1, 3], [0, 4]]
+    assert preselect_classes(cost, 2).sort(dim=-1)[0].tolist() == [[1, 3], [0, 4]]
 
 
 def test_topk_union_over_pixels_and_batch():

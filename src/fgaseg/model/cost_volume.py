@@ -66,12 +66,13 @@ def preselect_classes(cost: torch.Tensor, keep: int) -> torch.Tensor:
     """CAT-Seg's class pre-selection for more than ``pad_len`` classes.
 
     Keeps, per image, the ``keep`` classes with the highest maximum cosine score over prompts and
-    pixels. ``cost (B, P, T, h, w)`` -> indices ``(B, keep)`` sorted ascending (the order does not
-    change any output: aggregation is permutation-equivariant over classes).
+    pixels. ``cost (B, P, T, h, w)`` -> indices ``(B, keep)`` in the order of the official call
+    ``score.topk(keep, dim=-1, sorted=False)`` (not sorted): the same call picks the same classes
+    among equal scores, and the order decides which class wins a tie in the later TopK
+    (aggregation itself is permutation-equivariant over classes).
     """
-    score = cost.permute(0, 2, 1, 3, 4).flatten(2).max(dim=-1)[0]  # (B, T)
-    idx = score.topk(keep, dim=-1, sorted=False)[1]
-    return idx.sort(dim=-1)[0]
+    score = cost.permute(0, 2, 1, 3, 4).flatten(-3).max(dim=-1)[0]  # (B, T), as official
+    return score.topk(keep, dim=-1, sorted=False)[1]
 
 
 def gather_classes(x: torch.Tensor, idx: torch.Tensor, dim: int) -> torch.Tensor:
