@@ -231,7 +231,9 @@ class FGASeg(nn.Module):
         return make_plan(window, c.sliding_overlap, c.sliding_resize)
 
     def segment_logits(self, images: torch.Tensor, class_names: Sequence[str], *, sliding: bool = False,
-                       topk: Optional[int] = None, chunk_size: Optional[int] = None) -> torch.Tensor:
+                       topk: Optional[int] = None, chunk_size: Optional[int] = None,
+                       protocol: str = "default",
+                       output_size: Optional[Tuple[int, int]] = None) -> torch.Tensor:
         """Per-pixel class scores ``(B, T, H, W)`` at the input size (eval mode, no grad).
 
         Scores are logits: ``sigmoid(score)`` is the class probability. ``topk=None`` uses
@@ -239,9 +241,33 @@ class FGASeg(nn.Module):
         pruned classes score ``config.pruned_logit``. ``sliding`` runs the paper's protocol
         (crops + global view, probabilities averaged; scores are their logits). Classes are
         processed ``chunk_size`` at a time (automatic when None); results do not depend on it.
+        ``protocol="official"`` reproduces the official code's final probabilities, quirks
+        included (see docs/checkpoints.md and :mod:`fgaseg.model.official_protocol`);
+        ``output_size (H', W')`` returns the scores at that size instead of the input size
+        (official: probabilities are resized, default: logits).
         """
+        from fgaseg.model.official_protocol import check_protocol, official_probabilities
+
         images = self._check_images(images)
         names = self._check_names(class_names)
+        if check_protocol(protocol) == "official":
+            was_training = self.training
+            self.eval()
+            try:
+                with torch.inference_mode():
+                    images = images.to(self.device, self.pixel_mean.dtype)
+                    text = self.encode_classes(names)
+                    probs = official_probabilities(self, images, text, sliding=sliding,
+                                                   topk=self._resolve_topk(topk), chunk_size=chunk_size,
+                                                   output_size=output_size)
+                    return probs_to_logits(probs)
+            finally:
+                self.train(was_training)
+        if output_size is not None and tuple(output_size) != tuple(images.shape[-2:]):
+            scores = self.segment_logits(images, names, sliding=sliding, topk=topk, chunk_size=chunk_size)
+            with torch.inference_mode():
+                return torch.cat([F.interpolate(scores[:, s:s + 64], size=tuple(output_size), mode="bilinear",
+                                                align_corners=False) for s in range(0, scores.shape[1], 64)], dim=1)
         was_training = self.training
         self.eval()
         try:
