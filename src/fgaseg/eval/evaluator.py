@@ -33,6 +33,7 @@ class EvalSettings:
     limit: Optional[int] = None        # only the first N images (quick checks)
     amp_dtype: Optional[torch.dtype] = None  # autocast dtype on GPU (None = float32)
     progress: bool = True
+    protocol: str = "default"          # "official": the official code's final scores (FGASeg only)
 
 
 def argmax_resized(scores: torch.Tensor, size: Sequence[int], chunk: int = 128) -> torch.Tensor:
@@ -65,6 +66,10 @@ def evaluate(segmenter, dataset, settings: Optional[EvalSettings] = None,
     ``dataset.num_classes`` classes named ``dataset.metric_class_names``.
     """
     settings = settings or EvalSettings()
+    if settings.protocol != "default":
+        from fgaseg.model.official_protocol import protocol_kwargs
+
+        protocol_kwargs(segmenter, settings.protocol)  # one-line error for other segmenters
     names = list(class_names if class_names is not None else dataset.class_names)
     device = segmenter.device
     segmenter.eval()
@@ -94,8 +99,14 @@ def evaluate(segmenter, dataset, settings: Optional[EvalSettings] = None,
                     if settings.amp_dtype is not None and device.type == "cuda"
                     else torch.autocast(device.type, enabled=False))
         with autocast:
-            scores = segmenter.segment_logits(image[None], names, sliding=settings.sliding,
-                                              topk=settings.topk)[0]
+            if settings.protocol == "official":
+                # official: probabilities resized once, straight to the label size
+                scores = segmenter.segment_logits(image[None], names, sliding=settings.sliding,
+                                                  topk=settings.topk, protocol="official",
+                                                  output_size=(height, width))[0]
+            else:
+                scores = segmenter.segment_logits(image[None], names, sliding=settings.sliding,
+                                                  topk=settings.topk)[0]
         prediction = argmax_resized(scores, (height, width), settings.class_chunk)
         if hasattr(dataset, "map_prediction"):
             prediction = dataset.map_prediction(prediction)
@@ -105,6 +116,7 @@ def evaluate(segmenter, dataset, settings: Optional[EvalSettings] = None,
     results = confusion.compute(getattr(dataset, "metric_class_names", names))
     results.update({"dataset": getattr(dataset, "name", None), "num_images": count,
                     "sliding": settings.sliding, "topk": settings.topk,
+                    "protocol": settings.protocol,
                     "seconds_per_image": seconds / max(1, len(indices))})
     results["confusion_matrix"] = confusion.matrix.cpu()
     return results

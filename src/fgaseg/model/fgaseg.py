@@ -246,7 +246,7 @@ class FGASeg(nn.Module):
         ``output_size (H', W')`` returns the scores at that size instead of the input size
         (official: probabilities are resized, default: logits).
         """
-        from fgaseg.model.official_protocol import check_protocol, official_probabilities
+        from fgaseg.model.official_protocol import check_protocol, official_probabilities, probs_to_logits_
 
         images = self._check_images(images)
         names = self._check_names(class_names)
@@ -260,7 +260,7 @@ class FGASeg(nn.Module):
                     probs = official_probabilities(self, images, text, sliding=sliding,
                                                    topk=self._resolve_topk(topk), chunk_size=chunk_size,
                                                    output_size=output_size)
-                    return probs_to_logits(probs)
+                    return probs_to_logits_(probs)
             finally:
                 self.train(was_training)
         if output_size is not None and tuple(output_size) != tuple(images.shape[-2:]):

@@ -21,7 +21,8 @@ see docs/checkpoints.md for each difference to the default protocol and why it e
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
+import inspect
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +48,16 @@ def check_protocol(protocol: str) -> str:
     if protocol not in PROTOCOLS:
         raise ConfigError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     return protocol
+
+
+def protocol_kwargs(segmenter: Any, protocol: str) -> Dict[str, str]:
+    """``segment_logits`` keywords for ``protocol``: none for the default (any segmenter works),
+    a one-line ConfigError when ``segmenter`` has no protocols (e.g. the training-free ones)."""
+    if check_protocol(protocol) == "default":
+        return {}
+    if "protocol" not in inspect.signature(segmenter.segment_logits).parameters:
+        raise ConfigError(f"protocol {protocol!r} is only available for FGASeg models")
+    return {"protocol": protocol}
 
 
 def _valid_mask(aux: torch.Tensor, k: Optional[int]) -> torch.Tensor:
@@ -181,6 +192,13 @@ def official_sliding(model: "FGASeg", image: torch.Tensor, text: torch.Tensor, t
     step = max(1, _MERGE_BUDGET // (plan.num_views * max(plan.resize, *out_size) ** 2))
     parts = [merge_views(scores[:, s:s + step], plan, out_size) for s in range(0, scores.shape[1], step)]
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
+
+
+def probs_to_logits_(probs: torch.Tensor) -> torch.Tensor:
+    """In-place inverse sigmoid of ``probs``, clamped so that it stays finite (no extra copies of
+    the possibly large ``(B, T, H, W)`` map)."""
+    finfo = torch.finfo(probs.dtype)
+    return probs.clamp_(min=finfo.tiny, max=1.0 - finfo.eps / 2).logit_()
 
 
 def official_probabilities(model: "FGASeg", images: torch.Tensor, text: torch.Tensor, *, sliding: bool,

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from fgaseg.errors import ConfigError, ImageError
+from fgaseg.model.official_protocol import protocol_kwargs
 from fgaseg.predict.class_names import ClassNames, parse_class_names
 from fgaseg.predict.image_io import MAX_PIXELS, describe, load_image, to_uint8
 from fgaseg.predict.result import SegmentationResult
@@ -32,7 +33,7 @@ _UPSAMPLE_BUDGET = 16_000_000
 def predict(segmenter: Any, images: Any, classes: ClassNames, *, sliding: bool = False,
             topk: Optional[int] = None, max_side: Optional[int] = DEFAULT_MAX_SIDE,
             max_pixels: int = MAX_PIXELS, keep_image: bool = True,
-            allow_duplicates: bool = False
+            allow_duplicates: bool = False, protocol: str = "default"
             ) -> Union[SegmentationResult, list[SegmentationResult]]:
     """Segment one image or a list of images with `classes`.
 
@@ -48,6 +49,9 @@ def predict(segmenter: Any, images: Any, classes: ClassNames, *, sliding: bool =
             returned at the original size. None or 0 = never downscale.
         max_pixels: larger images are refused with ImageError (default 40 MP).
         keep_image: keep the RGB input in the result (needed by ``overlay()``).
+        protocol: "default" or "official" (FGASeg only): the official code's final scores at
+            the size the model sees (``max_side=0``: the original size, exactly as the official
+            code); labels of downscaled images come from resized probabilities, as there.
     Returns:
         one SegmentationResult for a single image, a list for a list/batch.
     """
@@ -57,13 +61,14 @@ def predict(segmenter: Any, images: Any, classes: ClassNames, *, sliding: bool =
                           f"integer, got {topk!r}")
     if max_side is not None and max_side < 0:
         raise ConfigError(f"max_side must be positive (or 0/None for no limit), got {max_side}")
+    protocol_kw = protocol_kwargs(segmenter, protocol)
     batch, single = _as_list(images)
     results = []
     for index, source in enumerate(batch):
         try:
             results.append(_predict_one(segmenter, source, names, sliding=sliding, topk=topk,
                                         max_side=max_side or None, max_pixels=max_pixels,
-                                        keep_image=keep_image))
+                                        keep_image=keep_image, protocol_kw=protocol_kw))
         except ImageError as exc:
             if single:
                 raise
@@ -94,7 +99,7 @@ def _segmenter_device(segmenter: Any) -> torch.device:
 
 def _predict_one(segmenter: Any, source: Any, names: list[str], *, sliding: bool,
                  topk: Optional[int], max_side: Optional[int], max_pixels: int,
-                 keep_image: bool) -> SegmentationResult:
+                 keep_image: bool, protocol_kw: Optional[dict] = None) -> SegmentationResult:
     start = time.perf_counter()
     rgb = load_image(source, max_pixels=max_pixels)  # (H, W, 3) float in [0, 1]
     height, width = rgb.shape[:2]
@@ -107,7 +112,7 @@ def _predict_one(segmenter: Any, source: Any, names: list[str], *, sliding: bool
 
     with torch.no_grad():
         logits = segmenter.segment_logits(pixels.to(_segmenter_device(segmenter)), names,
-                                          sliding=sliding, topk=topk)
+                                          sliding=sliding, topk=topk, **(protocol_kw or {}))
     # a segmenter may add channels (e.g. "background" of the training-free mode)
     output_names = (list(segmenter.output_class_names(names))
                     if hasattr(segmenter, "output_class_names") else names)
@@ -123,7 +128,9 @@ def _predict_one(segmenter: Any, source: Any, names: list[str], *, sliding: bool
     if infer_size == (height, width):
         labels = logits.argmax(0)
     else:
-        labels = upsampled_argmax(logits, (height, width))
+        # official protocol: probabilities are what the official code resizes
+        official = bool(protocol_kw) and protocol_kw.get("protocol") == "official"
+        labels = upsampled_argmax(logits.sigmoid() if official else logits, (height, width))
     result = SegmentationResult(
         labels=labels.to("cpu", torch.int64).numpy(),
         scores=logits.to("cpu").numpy().astype(np.float32, copy=False),
