@@ -74,19 +74,27 @@ def synthetic_image(height: int = 320, width: int = 427) -> torch.Tensor:
 
 
 def kept_sets_agree(model, official, image, text, head_kw, sliding: bool) -> str:
-    """Fast decoder: per view and class, kept / pruned / not pre-selected equal to the reference?"""
+    """Fast decoder: are the classes kept by the head (per view: kept / TopK-pruned / not
+    pre-selected) those of the reference, in the official and in the default protocol?
+
+    Sliding: the five views of ``image``; single view: ``image`` resized to 384x384 (so that
+    neither side pads and all three heads see the same CLIP input)."""
     from fgaseg.model.official_protocol import official_head_scores
     from fgaseg.model.sliding_window import make_views
 
     if sliding:
         views = make_views(image, model.sliding_plan())
-        ours = official_head_scores(model, views, text, 16, None)
-        ref = reference_views_output(official, _official_normalise(views * 255), text, **head_kw)
     else:
-        return "(single view: see probabilities)"
+        views = torch.nn.functional.interpolate(image[None], size=(384, 384), mode="bilinear", align_corners=False)
+    ours = official_head_scores(model, views, text, 16, None)
+    ref = reference_views_output(official, _official_normalise(views * 255), text, **head_kw)
+    default = model._infer_low(views, text, 16, None)  # logits, -100 = pruned or not pre-selected
     same = [torch.equal(o > 0, r > 0) and torch.equal(o == -100, r == -100) for o, r in zip(ours, ref)]
-    kept = [int((o > 0).flatten(1).any(1).sum()) for o in ours]
-    return f"kept per view {kept}; identical sets in {sum(same)}/{len(same)} views"
+    same_default = [torch.equal((d != -100).flatten(1).any(1), (r > 0).flatten(1).any(1))
+                    for d, r in zip(default, ref)]
+    kept = [int((r > 0).flatten(1).any(1).sum()) for r in ref]
+    return (f"reference keeps {kept} per view; official: same sets in {sum(same)}/{len(same)} views, "
+            f"default: {sum(same_default)}/{len(same_default)}")
 
 
 def run_case(model, official, family, decoder, count, sliding, image):

@@ -128,7 +128,9 @@ def official_fast_decoder(head: "FGASegDecoder", img: torch.Tensor, gcs_text: to
         aux2.append(_slices_head(head.head_auxi_2, y, B))
         decoded.append(y.reshape(B, -1, *y.shape[1:]))
     valid2 = _valid_mask(torch.cat(aux2, dim=1), topk)
-    y = torch.cat(decoded, dim=1)[:, valid2]  # (B, n, d0, 2h, 2w)
+    # survivors of each chunk only: no full-size concatenation of the Up-block-1 outputs
+    starts = range(0, x.shape[2], step)
+    y = torch.cat([part[:, valid2[s:s + step]] for s, part in zip(starts, decoded)], dim=1)  # (B, n, d0, 2h, 2w)
     del decoded
     logits = torch.cat([head._decode2(y[:, s:s + step].flatten(0, 1).contiguous(memory_format=torch.channels_last),
                                       dec_g, B) for s in range(0, y.shape[1], step)], dim=1)
