@@ -75,3 +75,17 @@ def test_eval_cli_prints_the_protocol(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "protocol: official (sliding window" in printed
     assert json.loads(out.read_text())["protocol"] == "official"
+
+
+def test_official_input_resize_is_pil_bilinear_on_8_bit_pixels():
+    from PIL import Image
+
+    from fgaseg.model.official_protocol import detectron2_resize
+
+    rng = np.random.default_rng(3)
+    pixels = (rng.random((30, 41, 3)) * 255).astype(np.uint8)
+    image = torch.from_numpy(pixels).permute(2, 0, 1).float() / 255
+    expected = np.asarray(Image.fromarray(pixels).resize((55, 40), Image.BILINEAR))
+    out = detectron2_resize(image, (40, 55))
+    assert out.shape == (3, 40, 55)
+    assert np.array_equal((out * 255).round().byte().permute(1, 2, 0).numpy(), expected)

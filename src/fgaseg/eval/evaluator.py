@@ -92,7 +92,11 @@ def evaluate(segmenter, dataset, settings: Optional[EvalSettings] = None,
         image = image.to(device)
         if settings.min_size:
             size = shortest_edge_size(height, width, settings.min_size, settings.max_size)
-            if size != (height, width):
+            if size != (height, width) and settings.protocol == "official":
+                from fgaseg.model.official_protocol import detectron2_resize
+
+                image = detectron2_resize(image, size)  # PIL on 8-bit pixels, as detectron2
+            elif size != (height, width):
                 image = F.interpolate(image[None], size=size, mode="bilinear",
                                       align_corners=False, antialias=True)[0].clamp_(0, 1)
         autocast = (torch.autocast(device.type, dtype=settings.amp_dtype)

@@ -196,6 +196,19 @@ def official_sliding(model: "FGASeg", image: torch.Tensor, text: torch.Tensor, t
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
 
 
+def detectron2_resize(image: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """``image (3, H, W)`` in [0, 1] (from 8-bit pixels) resized to ``size`` as detectron2's test
+    ``ResizeShortestEdge`` does it: PIL bilinear on the uint8 image (torch's antialiased resize
+    differs by up to one grey level)."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = (image.detach().cpu() * 255).round_().clamp_(0, 255).to(torch.uint8)
+    resized = Image.fromarray(pixels.permute(1, 2, 0).numpy()).resize((size[1], size[0]), Image.BILINEAR)
+    out = torch.from_numpy(np.asarray(resized).copy()).permute(2, 0, 1)
+    return out.to(image.device, torch.float32).div_(255.0)
+
+
 def probs_to_logits_(probs: torch.Tensor) -> torch.Tensor:
     """In-place inverse sigmoid of ``probs``, clamped so that it stays finite (no extra copies of
     the possibly large ``(B, T, H, W)`` map)."""
