@@ -112,7 +112,7 @@ def run_case(model, official, family, decoder, count, sliding, image):
         ours = model.segment_logits(image[None], names, sliding=sliding, protocol="official")[0].sigmoid()
         seconds = time.perf_counter() - start
         if sliding:
-            ref = reference_sliding_window(official, image, text, out_size=size, **head_kw)
+            ref = reference_sliding_window(official, image, text, out_size=size, view_batch=1, **head_kw)
         else:
             ref = reference_single_view(official, image, text, out_size=size, **head_kw)
         err = (ours - ref).abs().max().item()

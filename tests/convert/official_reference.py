@@ -468,9 +468,11 @@ def reference_single_view(sd, image, text, *, out_size: Tuple[int, int], size_di
 
 
 def reference_sliding_window(sd, image, text, *, out_size: Tuple[int, int], crop: int = 384,
-                             overlap: float = 0.333, out_res: int = 640, **kw):
+                             overlap: float = 0.333, out_res: int = 640, view_batch: Optional[int] = None, **kw):
     """``FGASeg.inference_sliding_window`` (its ``kernel`` is ``crop`` here): ``image (3, H, W)`` in
-    [0, 1] -> ``(T, *out_size)``."""
+    [0, 1] -> ``(T, *out_size)``. ``view_batch``: run the head on that many views at a time to
+    save memory (same result for the plain heads, which treat views independently; the fast
+    decoder couples them and ignores it)."""
     stride = int(crop * (1 - overlap))
     unfold = torch.nn.Unfold(kernel_size=crop, stride=stride)
     fold = torch.nn.Fold([out_res, out_res], kernel_size=crop, stride=stride)
@@ -479,7 +481,10 @@ def reference_sliding_window(sd, image, text, *, out_size: Tuple[int, int], crop
     crops = unfold(big).T.reshape(-1, 3, crop, crop)  # "(C H W) L -> L C H W"
     global_image = F.interpolate(raw[None], size=(crop, crop), mode="bilinear", align_corners=False)
     views = torch.cat((crops, global_image), dim=0)
-    outputs = reference_views_output(sd, _official_normalise(views), text, **kw)
+    clip = _official_normalise(views)
+    step = clip.shape[0] if kw.get("fast") or not view_batch else view_batch
+    outputs = torch.cat([reference_views_output(sd, clip[s:s + step], text, **dict(kw))
+                         for s in range(0, clip.shape[0], step)], dim=0)
     outputs = F.interpolate(outputs, size=crop, mode="bilinear", align_corners=False).sigmoid()
     global_output = F.interpolate(outputs[-1:], size=[out_res, out_res], mode="bilinear", align_corners=False)
     outputs = outputs[:-1]
