@@ -33,6 +33,7 @@ from fgaseg.model.cost_volume import cosine_cost_volume, gather_classes, presele
 from fgaseg.model.decoder import _embed, _slices_head, _to_slices
 from fgaseg.model.inference_options import autocast_context
 from fgaseg.model.sliding_window import make_views, merge_views
+from fgaseg.model.topk import topk_class_mask
 
 if TYPE_CHECKING:  # pragma: no cover
     from fgaseg.model.decoder import FGASegDecoder
@@ -61,13 +62,9 @@ def protocol_kwargs(segmenter: Any, protocol: str) -> Dict[str, str]:
 
 
 def _valid_mask(aux: torch.Tensor, k: Optional[int]) -> torch.Tensor:
-    """Official ``get_valid_idx_from_mask``: bool ``(T,)`` of positions in some pixel's top-k of
-    ``aux (B, T, H, W)``, ranked with the official ``argsort(dim=1, descending=True)``."""
-    T = aux.shape[1]
-    order = torch.argsort(aux.contiguous(), dim=1, descending=True)
-    if k is not None:
-        order = order[:, :k]
-    return torch.bincount(order.reshape(-1), minlength=T) > 0
+    """Official ``get_valid_idx_from_mask``: bool ``(T,)`` of the positions in some pixel's top-k
+    of ``aux (B, T, H, W)`` (the official argsort, see :mod:`fgaseg.model.topk`); None keeps all."""
+    return topk_class_mask(aux, aux.shape[1] if k is None else k)
 
 
 def _heads(conv: torch.nn.Conv2d, x: torch.Tensor, step: int) -> torch.Tensor:
@@ -147,10 +144,12 @@ def official_head_scores(model: "FGASeg", views: torch.Tensor, text: torch.Tenso
                          topk: Optional[int], chunk_size: Optional[int]) -> torch.Tensor:
     """Official head output ``(B, T, 4h, 4w)`` of a batch of views ``(B, 3, H, W)`` in [0, 1]:
     logits (pre-selection: -100) for the plain decoders, :func:`official_fast_decoder` for fast."""
+    from fgaseg.model.fgaseg import _P2T_CHUNK
+
     chunk = model._auto_chunk(views.shape[0], chunk_size)
-    with autocast_context(model.inference_options, model.device):
+    with autocast_context(model.inference_options, model.device):  # as FGASeg._infer_low
         img, guidance = model.image_features(views)
-        refined, gcs_text = model.refine_text(img, text, max(chunk, 1024))
+        refined, gcs_text = model.refine_text(img, text, max(chunk, _P2T_CHUNK))
         if model.head.fast:
             out = official_fast_decoder(model.head, img, gcs_text, refined, guidance, topk, chunk)
         else:
