@@ -35,3 +35,26 @@ def test_official_protocol_batches_image_by_image(model):
 def test_unknown_protocol(model):
     with pytest.raises(ConfigError, match="protocol must be one of"):
         model.segment_logits(torch.rand(1, 3, 8, 8), ["a"], protocol="mmseg")
+
+
+@pytest.mark.parametrize("protocol", ["default", "official"])
+def test_copies_of_a_class_get_identical_head_scores(model, protocol):
+    # "n 3" three times, "n 9" twice, classes in chunks of 3 slices; no pruning, so that all
+    # copies stay alive (a pre-selection or TopK boundary may legitimately keep one copy only).
+    # Checked at the head's resolution: CPU bilinear resizing itself can round identical
+    # channels differently.
+    from fgaseg.model.official_protocol import official_head_scores
+    from fgaseg.model.sliding_window import make_views
+
+    names = [f"n {i}" for i in range(17)] + ["n 3", "n 9", "n 3"]
+    image = torch.rand(3, 40, 52, generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        text = model.encode_classes(names)
+        views = make_views(image, model.sliding_plan())
+        if protocol == "official":
+            scores = official_head_scores(model, views, text, None, 3)
+        else:
+            scores = model._infer_low(views, text, None, 3)
+    for copies in ([3, 17, 19], [9, 18]):
+        for c in copies[1:]:
+            assert torch.equal(scores[:, c], scores[:, copies[0]]), (copies, c)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fgaseg.clip import CLIP, CLIP_MEAN, CLIP_STD, build_clip, encode_class_names
+from fgaseg.clip import CLIP, CLIP_MEAN, CLIP_STD, build_clip, encode_class_names, first_synonym
 from fgaseg.errors import ClassNamesError, ConfigError, ImageError
 from fgaseg.model.alignment_head import Projector
 from fgaseg.model.config import FGASegConfig
@@ -30,6 +30,7 @@ from fgaseg.model.p2tformer import P2Tformer
 from fgaseg.model.parameters import apply_clip_finetune, parameter_groups
 from fgaseg.model.pretrained import load_into, resolve_source, save_pretrained
 from fgaseg.model.sliding_window import make_plan, probs_to_logits, sliding_window_probs
+from fgaseg.model.topk import duplicate_ids
 
 _TEXT_CHUNK = 256  # class names encoded per CLIP text pass
 _TEXT_CACHE_SIZE = 8
@@ -128,10 +129,18 @@ class FGASeg(nn.Module):
             return cached.clone() if cached.is_inference() and not torch.is_inference_mode_enabled() else cached
         if not use_cache:
             self._text_cache.clear()
+        # one pass per distinct prompt: copies of a class (e.g. ADE-847's repeated first
+        # synonyms) get bit-identical embeddings, so that they tie exactly (model/topk.py)
+        keys = [first_synonym(n) if isinstance(n, str) else n for n in names]
+        index = {key: i for i, key in reversed(list(enumerate(keys)))}
+        unique = [names[i] for i in sorted(set(index.values()))]
         with torch.no_grad() if use_cache else nullcontext():
-            parts = [encode_class_names(self.clip, names[s:s + _TEXT_CHUNK], templates)
-                     for s in range(0, max(len(names), 1), _TEXT_CHUNK)]
+            parts = [encode_class_names(self.clip, unique[s:s + _TEXT_CHUNK], templates)
+                     for s in range(0, max(len(unique), 1), _TEXT_CHUNK)]
         text = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
+        if len(unique) < len(names):
+            rank = {i: r for r, i in enumerate(sorted(set(index.values())))}
+            text = text[torch.tensor([rank[index[k]] for k in keys], device=text.device)]
         if use_cache:
             self._text_cache[key] = text
             while len(self._text_cache) > _TEXT_CACHE_SIZE:
@@ -222,7 +231,8 @@ class FGASeg(nn.Module):
         with autocast_context(self.inference_options, self.device):
             img, guidance = self.image_features(images)
             refined, gcs_text = self.refine_text(img, text, max(chunk, _P2T_CHUNK))
-            low = self.head.infer(img, gcs_text, refined, guidance, topk=topk, chunk_size=chunk)
+            low = self.head.infer(img, gcs_text, refined, guidance, topk=topk, chunk_size=chunk,
+                                  class_ids=duplicate_ids(text))
         return low.float()
 
     def sliding_plan(self):

@@ -33,7 +33,7 @@ from fgaseg.model.cost_volume import cosine_cost_volume, gather_classes, presele
 from fgaseg.model.decoder import _embed, _slices_head, _to_slices
 from fgaseg.model.inference_options import autocast_context
 from fgaseg.model.sliding_window import make_views, merge_views
-from fgaseg.model.topk import topk_class_mask
+from fgaseg.model.topk import duplicate_ids, first_positions, tie_copies, topk_class_mask
 
 if TYPE_CHECKING:  # pragma: no cover
     from fgaseg.model.decoder import FGASegDecoder
@@ -61,10 +61,11 @@ def protocol_kwargs(segmenter: Any, protocol: str) -> Dict[str, str]:
     return {"protocol": protocol}
 
 
-def _valid_mask(aux: torch.Tensor, k: Optional[int]) -> torch.Tensor:
+def _valid_mask(aux: torch.Tensor, k: Optional[int], ids: torch.Tensor) -> torch.Tensor:
     """Official ``get_valid_idx_from_mask``: bool ``(T,)`` of the positions in some pixel's top-k
-    of ``aux (B, T, H, W)`` (the official argsort, see :mod:`fgaseg.model.topk`); None keeps all."""
-    return topk_class_mask(aux, aux.shape[1] if k is None else k)
+    of ``aux (B, T, H, W)`` (the official argsort, see :mod:`fgaseg.model.topk`); None keeps all.
+    ``ids (B, T)``: the class at every position, so that copies of a class tie exactly."""
+    return topk_class_mask(aux, aux.shape[1] if k is None else k, first_positions(ids))
 
 
 def _heads(conv: torch.nn.Conv2d, x: torch.Tensor, step: int) -> torch.Tensor:
@@ -77,7 +78,8 @@ def _heads(conv: torch.nn.Conv2d, x: torch.Tensor, step: int) -> torch.Tensor:
 @torch.no_grad()
 def official_fast_decoder(head: "FGASegDecoder", img: torch.Tensor, gcs_text: torch.Tensor,
                           text: torch.Tensor, guidance: Sequence[torch.Tensor], topk: Optional[int],
-                          chunk_size: Optional[int] = None) -> torch.Tensor:
+                          chunk_size: Optional[int] = None,
+                          class_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Official ``Decoder_fast`` inference output ``(B, T, 4h, 4w)`` for the views ``img (B, D, h, w)``.
 
     Values: ``sigmoid(logit)`` of kept classes, 0 for TopK-pruned ones, -100 for classes not
@@ -92,13 +94,18 @@ def official_fast_decoder(head: "FGASegDecoder", img: torch.Tensor, gcs_text: to
     text = text.expand(B, -1, -1, -1)
     T = gcs_text.shape[1]
     cost = cosine_cost_volume(img, gcs_text)
+    # copies of a class (same prompt) tie exactly, see topk.py
+    ids = class_ids if class_ids is not None else duplicate_ids(gcs_text[0])
     classes = None
     if head.pad_len > 0 and T > head.pad_len:
         # per view, in the unsorted order of the official topk call: positions, not classes,
         # are what the TopK union below shares between views
-        classes = preselect_classes(cost, head.pad_len)  # (B, pad_len)
+        classes = preselect_classes(cost, head.pad_len, ids)  # (B, pad_len)
         cost = gather_classes(cost, classes, dim=2)
         text = gather_classes(text, classes, dim=1)
+        ids = ids[classes]
+    else:
+        ids = ids.expand(B, -1)  # (B, Tc): the class at every position of every view
     x = _embed(head.conv1, cost)
     local = _embed(head.conv2, head.Local_align(img, text)) if head.use_lcs else None
     x = head._fuse("conv_cat", x, local)
@@ -111,20 +118,21 @@ def official_fast_decoder(head: "FGASegDecoder", img: torch.Tensor, gcs_text: to
     def keep(t: Optional[torch.Tensor], mask: torch.Tensor) -> Optional[torch.Tensor]:
         return None if t is None else t[:, :, mask]
 
-    valid0 = _valid_mask(_heads(head.head_auxi_0, x, step), topk)  # shared by the views
-    x, local, text_g = keep(x, valid0), keep(local, valid0), text_g[:, valid0]
+    valid0 = _valid_mask(_heads(head.head_auxi_0, x, step), topk, ids)  # shared by the views
+    x, local, text_g, ids = keep(x, valid0), keep(local, valid0), text_g[:, valid0], ids[:, valid0]
     for layer in head.layers:
         x = layer(x, app_g, text_g, chunk_size)
     x = head._fuse("conv_cat_decoder_1", x, local)
-    valid1 = _valid_mask(_heads(head.head_auxi_1, x, step), topk)
-    x, local = keep(x, valid1), keep(local, valid1)
+    valid1 = _valid_mask(_heads(head.head_auxi_1, x, step), topk, ids)
+    x, local, ids = keep(x, valid1), keep(local, valid1), ids[:, valid1]
     decoded: List[torch.Tensor] = []
     aux2: List[torch.Tensor] = []
     for s in range(0, x.shape[2], step):
         y, _ = head._decode1(x[:, :, s:s + step], None if local is None else local[:, :, s:s + step], dec_g)
         aux2.append(_slices_head(head.head_auxi_2, y, B))
         decoded.append(y.reshape(B, -1, *y.shape[1:]))
-    valid2 = _valid_mask(torch.cat(aux2, dim=1), topk)
+    valid2 = _valid_mask(torch.cat(aux2, dim=1), topk, ids)
+    ids = ids[:, valid2]
     # survivors of each chunk only: no full-size concatenation of the Up-block-1 outputs
     starts = range(0, x.shape[2], step)
     y = torch.cat([part[:, valid2[s:s + step]] for s, part in zip(starts, decoded)], dim=1)  # (B, n, d0, 2h, 2w)
@@ -133,7 +141,7 @@ def official_fast_decoder(head: "FGASegDecoder", img: torch.Tensor, gcs_text: to
                                       dec_g, B) for s in range(0, y.shape[1], step)], dim=1)
     kept = torch.arange(Tc, device=x.device)[valid0][valid1][valid2]
     out = logits.new_zeros(B, Tc, *logits.shape[-2:])
-    out[:, kept] = logits.sigmoid()
+    out[:, kept] = tie_copies(logits, first_positions(ids)).sigmoid()
     if classes is None:
         return out
     full = out.new_full((B, T, *out.shape[-2:]), -100.0)
@@ -151,9 +159,11 @@ def official_head_scores(model: "FGASeg", views: torch.Tensor, text: torch.Tenso
         img, guidance = model.image_features(views)
         refined, gcs_text = model.refine_text(img, text, max(chunk, _P2T_CHUNK))
         if model.head.fast:
-            out = official_fast_decoder(model.head, img, gcs_text, refined, guidance, topk, chunk)
+            out = official_fast_decoder(model.head, img, gcs_text, refined, guidance, topk, chunk,
+                                        duplicate_ids(text))
         else:
-            out = model.head.infer(img, gcs_text, refined, guidance, topk=None, chunk_size=chunk)
+            out = model.head.infer(img, gcs_text, refined, guidance, topk=None, chunk_size=chunk,
+                                   class_ids=duplicate_ids(text))
     return out.float()
 
 

@@ -14,18 +14,67 @@ official code on the same device.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 
-def topk_class_mask(aux_logits: torch.Tensor, k: int) -> torch.Tensor:
-    """``aux_logits (B, T, H, W)`` -> bool ``(T,)``: classes in some pixel's top-k."""
+def topk_class_mask(aux_logits: torch.Tensor, k: int, first: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``aux_logits (B, T, H, W)`` -> bool ``(T,)``: classes in some pixel's top-k.
+
+    ``first (T,)`` or ``(B, T)``: first copy of every class (:func:`first_positions`); copies
+    are then ranked with their first copy's scores, i.e. tied exactly (see below)."""
     T = aux_logits.shape[1]
     if k >= T:  # argsort(...)[:, :k] would hold every class
         return torch.ones(T, dtype=torch.bool, device=aux_logits.device)
+    if first is not None:
+        aux_logits = tie_copies(aux_logits, first)
     order = torch.argsort(aux_logits.contiguous(), dim=1, descending=True)  # official call
     return torch.bincount(order[:, :k].reshape(-1), minlength=T) > 0
 
 
-def keep_indices(aux_logits: torch.Tensor, k: int) -> torch.Tensor:
+def keep_indices(aux_logits: torch.Tensor, k: int, first: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Indices ``(K,)`` (ascending) of the classes kept by :func:`topk_class_mask`."""
-    return topk_class_mask(aux_logits, k).nonzero().flatten()
+    return topk_class_mask(aux_logits, k, first).nonzero().flatten()
+
+
+# ----------------------------------------------------------------------------- exact ties
+# Classes with identical text (a name listed twice, e.g. 10 first synonyms of ADE-847) have
+# equal scores in exact arithmetic, and the official code (whole-batch kernels) computes them
+# bit-identically, so its argsort breaks their ties by position. Our chunked kernels can differ
+# in the last bits between two copies, which would turn the tie into a coin flip; so before
+# ranking, every copy takes the scores of its first occurrence (a no-op in exact arithmetic).
+
+def duplicate_ids(text: torch.Tensor) -> torch.Tensor:
+    """``text (T, ...)`` -> ``(T,)`` int64: index of the first class with a bit-identical row."""
+    rows = text.reshape(text.shape[0], -1)
+    _, inverse = torch.unique(rows, dim=0, return_inverse=True)
+    return first_positions(inverse)
+
+
+def first_positions(ids: torch.Tensor) -> torch.Tensor:
+    """``ids (..., N)`` -> ``(..., N)``: for every position, the first position with the same id
+    (along the last dim)."""
+    N = ids.shape[-1]
+    flat = ids.reshape(-1, N)
+    pos = torch.arange(N, device=ids.device).expand_as(flat)
+    out = torch.empty_like(flat)
+    for r in range(flat.shape[0]):
+        first = torch.full((int(flat[r].max()) + 1,), N, dtype=torch.long, device=ids.device)
+        first.scatter_reduce_(0, flat[r], pos[r], reduce="amin")
+        out[r] = first[flat[r]]
+    return out.reshape(ids.shape)
+
+
+def tie_copies(scores: torch.Tensor, first: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """``scores (B, T, ...)`` with every class replaced by its first copy; ``first (T,)`` or
+    ``(B, T)`` from :func:`first_positions`. Returns ``scores`` itself when there are no copies."""
+    T = scores.shape[dim]
+    if bool((first == torch.arange(T, device=first.device)).all()):
+        return scores
+    shape = [1] * scores.dim()
+    shape[dim] = T
+    if first.dim() == 2:
+        shape[0] = first.shape[0]
+    index = first.reshape(shape).expand(scores.shape)
+    return torch.gather(scores, dim, index)
