@@ -73,28 +73,42 @@ def synthetic_image(height: int = 320, width: int = 427) -> torch.Tensor:
     return (image[0] + 0.05 * torch.rand(3, height, width, generator=g)).clamp(0, 1)
 
 
-def kept_sets_agree(model, official, image, text, head_kw, sliding: bool) -> str:
-    """Fast decoder: are the classes kept by the head (per view: kept / TopK-pruned / not
-    pre-selected) those of the reference, in the official and in the default protocol?
+def kept_sets_agree(model, official, image, text, head_kw, sliding: bool, count: int) -> str:
+    """Fast decoder: do the three TopK stages keep the reference's positions, in the official
+    protocol and (where comparable) in the default one?
 
     Sliding: the five views of ``image``; single view: ``image`` resized to 384x384 (so that
-    neither side pads and all three heads see the same CLIP input)."""
-    from fgaseg.model.official_protocol import official_head_scores
+    no side pads and all three heads see the same CLIP input). The default protocol prunes
+    every view on its own when a pre-selection is active, so it is compared only with one view
+    or at most ``pad_len`` classes."""
+    import fgaseg.model.decoder as decoder_module
+    import fgaseg.model.official_protocol as protocol_module
+    import official_reference as reference_module
     from fgaseg.model.sliding_window import make_views
 
     if sliding:
         views = make_views(image, model.sliding_plan())
     else:
         views = torch.nn.functional.interpolate(image[None], size=(384, 384), mode="bilinear", align_corners=False)
-    ours = official_head_scores(model, views, text, 16, None)
-    ref = reference_views_output(official, _official_normalise(views * 255), text, **head_kw)
-    default = model._infer_low(views, text, 16, None)  # logits, -100 = pruned or not pre-selected
-    same = [torch.equal(o > 0, r > 0) and torch.equal(o == -100, r == -100) for o, r in zip(ours, ref)]
-    same_default = [torch.equal((d != -100).flatten(1).any(1), (r > 0).flatten(1).any(1))
-                    for d, r in zip(default, ref)]
-    kept = [int((r > 0).flatten(1).any(1).sum()) for r in ref]
-    return (f"reference keeps {kept} per view; official: same sets in {sum(same)}/{len(same)} views, "
-            f"default: {sum(same_default)}/{len(same_default)}")
+    ours, ref, default = [], [], []
+    originals = (protocol_module._valid_mask, reference_module.reference_valid_idx, decoder_module.keep_indices)
+    protocol_module._valid_mask = lambda aux, k, ids: ours.append(originals[0](aux, k, ids)) or ours[-1]
+    reference_module.reference_valid_idx = lambda aux, k: ref.append(originals[1](aux, k)) or ref[-1]
+    decoder_module.keep_indices = lambda aux, k, first=None: default.append(originals[2](aux, k, first)) or default[-1]
+    try:
+        protocol_module.official_head_scores(model, views, text, 16, None)
+        reference_views_output(official, _official_normalise(views * 255), text, **head_kw)
+        model._infer_low(views, text, 16, None)
+    finally:
+        protocol_module._valid_mask, reference_module.reference_valid_idx, decoder_module.keep_indices = originals
+    ref_sets = [r[0].nonzero().flatten().tolist() for r in ref]
+    official_same = [o.nonzero().flatten().tolist() == r for o, r in zip(ours, ref_sets)]
+    text_out = (f"reference keeps {[len(r) for r in ref_sets]} at the 3 stages; official: "
+                f"{sum(official_same)}/3 stages identical")
+    if not sliding or count <= 256:
+        default_same = [d.tolist() == r for d, r in zip(default, ref_sets)]
+        text_out += f", default: {sum(default_same)}/3"
+    return text_out
 
 
 def run_case(model, official, family, decoder, count, sliding, image):
@@ -122,7 +136,7 @@ def run_case(model, official, family, decoder, count, sliding, image):
         d_err = (default - ref).abs().max().item()
         d_agree = (default.argmax(0) == ref.argmax(0)).float().mean().item()
         del default
-        extra = kept_sets_agree(model, official, image, text, head_kw, sliding) if decoder == "fast" else ""
+        extra = kept_sets_agree(model, official, image, text, head_kw, sliding, count) if decoder == "fast" else ""
     mode = "sliding" if sliding else "single"
     print(f"| {family} {decoder} | {count} | {mode} | {err:.2e} | {100 * agree:.3f} % | {d_err:.2e} | "
           f"{100 * d_agree:.2f} % | {seconds:.1f} s | {extra} |", flush=True)
