@@ -31,6 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "convert"))
 from official_reference import (  # noqa: E402
+    CLIP_MEAN,
     _official_normalise,
     reference_single_view,
     reference_sliding_window,
@@ -65,9 +66,9 @@ def build(family: str, decoder: str, seed: int = 0):
     return model, {ours_to_official(k): v for k, v in model.state_dict().items()}
 
 
-def synthetic_image(height: int = 320, width: int = 427) -> torch.Tensor:
+def synthetic_image(height: int = 320, width: int = 427, seed: int = 1) -> torch.Tensor:
     """Smooth colour regions (so that classes differ spatially), values in [0, 1]."""
-    g = torch.Generator().manual_seed(1)
+    g = torch.Generator().manual_seed(seed)
     low = torch.rand(1, 3, 6, 8, generator=g)
     image = torch.nn.functional.interpolate(low, size=(height, width), mode="bicubic", align_corners=False)
     return (image[0] + 0.05 * torch.rand(3, height, width, generator=g)).clamp(0, 1)
@@ -77,10 +78,11 @@ def kept_sets_agree(model, official, image, text, head_kw, sliding: bool, count:
     """Fast decoder: do the three TopK stages keep the reference's positions, in the official
     protocol and (where comparable) in the default one?
 
-    Sliding: the five views of ``image``; single view: ``image`` resized to 384x384 (so that
-    no side pads and all three heads see the same CLIP input). The default protocol prunes
-    every view on its own when a pre-selection is active, so it is compared only with one view
-    or at most ``pad_len`` classes."""
+    Sliding: the five views of ``image``; single view: ``image`` padded with the CLIP mean
+    colour to a multiple of 32 (the official input; the default protocol does not pad, here it
+    is given the same padded image). The default protocol prunes every view on its own when a
+    pre-selection is active, so it is compared only with one view or at most ``pad_len``
+    classes."""
     import fgaseg.model.decoder as decoder_module
     import fgaseg.model.official_protocol as protocol_module
     import official_reference as reference_module
@@ -89,7 +91,10 @@ def kept_sets_agree(model, official, image, text, head_kw, sliding: bool, count:
     if sliding:
         views = make_views(image, model.sliding_plan())
     else:
-        views = torch.nn.functional.interpolate(image[None], size=(384, 384), mode="bilinear", align_corners=False)
+        H, W = image.shape[-2:]
+        views = torch.tensor(CLIP_MEAN).view(3, 1, 1).expand(3, H + -H % 32, W + -W % 32).clone()
+        views[:, :H, :W] = image
+        views = views[None]
     ours, ref, default = [], [], []
     originals = (protocol_module._valid_mask, reference_module.reference_valid_idx, decoder_module.keep_indices)
     protocol_module._valid_mask = lambda aux, k, ids: ours.append(originals[0](aux, k, ids)) or ours[-1]
@@ -147,10 +152,10 @@ def main() -> None:
     parser.add_argument("--classes", type=int, nargs="+", default=[20, 150, 847], choices=[20, 150, 847])
     parser.add_argument("--decoders", nargs="+", default=["fast", "plain", "catseg"],
                         choices=["fast", "plain", "catseg"])
+    parser.add_argument("--image-seeds", type=int, nargs="+", default=[1], help="one image per seed")
     parser.add_argument("--modes", nargs="+", default=["single", "sliding"], choices=["single", "sliding"])
     args = parser.parse_args()
     torch.set_grad_enabled(False)
-    image = synthetic_image()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load: {os.getloadavg()}")
     print("| model | T | view | official: max |dp| | official: argmax agree | default: max |dp| | "
           "default: argmax agree | official time | fast: kept classes |")
@@ -160,7 +165,8 @@ def main() -> None:
         model, official = build(family, dec)
         for count in args.classes:
             for mode in args.modes:
-                run_case(model, official, family, dec, count, mode == "sliding", image)
+                for seed in args.image_seeds:
+                    run_case(model, official, family, dec, count, mode == "sliding", synthetic_image(seed=seed))
         del model, official
     print(f"load after: {os.getloadavg()}")
 
