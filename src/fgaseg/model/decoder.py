@@ -24,7 +24,7 @@ from fgaseg.model.class_aggregation import ClassTransformerLayer
 from fgaseg.model.config import FGASegConfig
 from fgaseg.model.cost_volume import Local_align, cosine_cost_volume, gather_classes, preselect_classes
 from fgaseg.model.swin_aggregation import SwinTransformerBlockWrapper
-from fgaseg.model.topk import duplicate_ids, first_positions, keep_indices, tie_copies
+from fgaseg.model.topk import class_copies, first_positions, keep_indices, tie_copies
 from fgaseg.model.upsampling import DoubleConv, Up
 
 
@@ -264,11 +264,8 @@ class FGASegDecoder(nn.Module):
             return torch.cat(outs, dim=0)
 
         # copies of a class (same text) are tied exactly when ranked, as in the official code
-        # (not while exporting: data-dependent; the exported graph has no TopK anyway)
-        ids = None
-        if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
-            ids = class_ids if class_ids is not None else duplicate_ids(
-                gcs_text if gcs_text.dim() == 3 else gcs_text[0])  # (T,)
+        ids = class_ids if class_ids is not None else class_copies(
+            gcs_text if gcs_text.dim() == 3 else gcs_text[0])  # (T,), None while exporting
         x, local, app_g, text_g, selected = self._prepare(img_feats, gcs_text, text, ids)
         if selected is not None and ids is not None:
             ids = ids[selected]  # (B, Tc): the class of every position, per image

@@ -30,7 +30,7 @@ from fgaseg.model.p2tformer import P2Tformer
 from fgaseg.model.parameters import apply_clip_finetune, parameter_groups
 from fgaseg.model.pretrained import load_into, resolve_source, save_pretrained
 from fgaseg.model.sliding_window import make_plan, probs_to_logits, sliding_window_probs
-from fgaseg.model.topk import duplicate_ids
+from fgaseg.model.topk import class_copies
 
 _TEXT_CHUNK = 256  # class names encoded per CLIP text pass
 _TEXT_CACHE_SIZE = 8
@@ -232,7 +232,7 @@ class FGASeg(nn.Module):
             img, guidance = self.image_features(images)
             refined, gcs_text = self.refine_text(img, text, max(chunk, _P2T_CHUNK))
             low = self.head.infer(img, gcs_text, refined, guidance, topk=topk, chunk_size=chunk,
-                                  class_ids=duplicate_ids(text))
+                                  class_ids=class_copies(text))
         return low.float()
 
     def sliding_plan(self):

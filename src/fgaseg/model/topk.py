@@ -45,6 +45,17 @@ def keep_indices(aux_logits: torch.Tensor, k: int, first: Optional[torch.Tensor]
 # in the last bits between two copies, which would turn the tie into a coin flip; so before
 # ranking, every copy takes the scores of its first occurrence (a no-op in exact arithmetic).
 
+def _graph_capture() -> bool:
+    """True while tracing / compiling / exporting (data-dependent shapes are not allowed)."""
+    return bool(torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting())
+
+
+def class_copies(text: torch.Tensor) -> Optional[torch.Tensor]:
+    """:func:`duplicate_ids` of ``text``, or None while a graph is captured (export / compile:
+    the exported graph has no TopK, and its pre-selection ranks copies as they come)."""
+    return None if _graph_capture() else duplicate_ids(text)
+
+
 def duplicate_ids(text: torch.Tensor) -> torch.Tensor:
     """``text (T, ...)`` -> ``(T,)`` int64: index of the first class with a bit-identical row."""
     rows = text.reshape(text.shape[0], -1)
