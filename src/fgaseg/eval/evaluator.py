@@ -102,15 +102,12 @@ def evaluate(segmenter, dataset, settings: Optional[EvalSettings] = None,
         autocast = (torch.autocast(device.type, dtype=settings.amp_dtype)
                     if settings.amp_dtype is not None and device.type == "cuda"
                     else torch.autocast(device.type, enabled=False))
+        # official: the probabilities are resized once, straight to the label size
+        official = ({"protocol": "official", "output_size": (height, width)}
+                    if settings.protocol == "official" else {})
         with autocast:
-            if settings.protocol == "official":
-                # official: probabilities resized once, straight to the label size
-                scores = segmenter.segment_logits(image[None], names, sliding=settings.sliding,
-                                                  topk=settings.topk, protocol="official",
-                                                  output_size=(height, width))[0]
-            else:
-                scores = segmenter.segment_logits(image[None], names, sliding=settings.sliding,
-                                                  topk=settings.topk)[0]
+            scores = segmenter.segment_logits(image[None], names, sliding=settings.sliding,
+                                              topk=settings.topk, **official)[0]
         prediction = argmax_resized(scores, (height, width), settings.class_chunk)
         if hasattr(dataset, "map_prediction"):
             prediction = dataset.map_prediction(prediction)
