@@ -17,6 +17,11 @@ see docs/checkpoints.md for each difference to the default protocol and why it e
   second ``sigmoid``. With more than ``pad_len`` classes every view pre-selects its own classes
   (unsorted ``topk`` order) and the TopK union is taken over the views *by position*, so one
   kept position keeps a different class in each view.
+- Evaluation input: detectron2's test resize (PIL bilinear on 8-bit pixels), see
+  :func:`detectron2_resize`.
+
+Ranking (TopK, pre-selection) uses the official calls in both protocols, see
+:mod:`fgaseg.model.topk`.
 """
 
 from __future__ import annotations
