@@ -5,12 +5,13 @@
 
 A ViT-B/16 FGA-seg (fast decoder, TopK 16) with random weights segments one synthetic
 512x683 image (ADE20K's typical size: the sliding window resizes it to 640x640 and the scores
-come back at 512x683, as in the official evaluation) with the 847 ADE-847 class names. Each protocol runs in its own process: after building the model and caching the
-text embeddings the script records the peak resident memory, runs ``segment_logits`` once to
-warm up and ``--repeats`` more times, and prints the median seconds and the peak resident
-memory during the runs (and its increase over the model alone). With random weights the TopK
-rule keeps more classes than a trained model would (see topk_trained.md), so this is an upper
-bound for the head. Machine load (``os.getloadavg``) is printed with every number.
+come back at 512x683, as in the official evaluation) with the 847 ADE-847 class names. Each
+protocol runs in its own process: it builds the model, caches the text embeddings, records the
+peak resident memory so far ("model + text"), runs ``segment_logits`` once to warm up and
+``--repeats`` more times, and prints the median seconds and the peak resident memory of the
+process. With random weights the TopK rule keeps more classes than a trained model would (see
+topk_trained.md), so this is an upper bound for the head. Machine load (``os.getloadavg``) is
+printed with every number. Results: official_protocol.md.
 """
 
 from __future__ import annotations
