@@ -1,6 +1,6 @@
 """Official protocol vs the functional reference of the official code, at full size.
 
-    python benchmarks/official_parity.py                       # every case below (~30 min, 2 cores)
+    python benchmarks/official_parity.py      # every case below (about an hour on one thread)
     python benchmarks/official_parity.py --classes 847 --decoders fast --modes sliding
 
 A ViT-B/16 FGA-seg (fast / plain decoder, cat fusion) and CAT-Seg with random weights (random
@@ -13,8 +13,9 @@ case it prints the largest difference of the final probabilities and the argmax 
   ``Decoder_fast`` inference rewritten from the official code), and
 - ``default``: fgaseg's default protocol vs the same reference (what the docs table explains),
 
-and, for the fast decoder, whether the head kept exactly the reference's classes in every view
-(kept / TopK-pruned / not pre-selected). Numbers go to stdout; ``uptime`` load is printed.
+and, for the fast decoder, at how many of the three TopK stages the kept positions equal the
+reference's. Numbers go to stdout with the machine load (``os.getloadavg``); results of a run
+are in official_protocol.md.
 """
 
 from __future__ import annotations
