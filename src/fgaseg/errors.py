@@ -27,3 +27,12 @@ class ConfigError(FGASegError):
 
 class DatasetError(FGASegError):
     """A dataset folder is missing or malformed."""
+
+
+def reason(exc: BaseException, limit: int = 200) -> str:
+    """An exception's message on one line (its type when the message is empty), for the
+    ``... (reason)`` part of a one-line error: ``OSError`` alone does not say what went wrong."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, OSError) and exc.strerror and not text:
+        text = exc.strerror
+    return (text or type(exc).__name__)[:limit]

@@ -95,7 +95,7 @@ def test_same_stem_in_two_folders_and_output_in_input_folder(tmp_path, capsys, s
     assert (tmp_path / "x" / "p_labels.png").exists() and (tmp_path / "x" / "p-2.json").exists()
     # a second run into the same folder does not segment its own outputs
     code, err = _run(capsys, tmp_path / "x", "--classes", "red", "--weights", "W",
-                     "--out", tmp_path / "x")
+                     "--out", tmp_path / "x", "--overwrite")
     assert code == 0 and "segmented 1 of 1" in err
 
 
@@ -105,7 +105,11 @@ def test_never_overwrites_an_input(tmp_path, capsys, stand_in):
     before = precious.read_bytes()
     code, err = _run(capsys, tmp_path / "a.png", precious, "--classes", "red",
                      "--weights", "W", "--out", tmp_path)
-    assert code == 1 and "overwrite" in err
+    assert code == 2 and "a_labels.png already exists" in err  # refused up front
+    assert precious.read_bytes() == before and not (tmp_path / "a.json").exists()
+    code, err = _run(capsys, tmp_path / "a.png", precious, "--classes", "red",
+                     "--weights", "W", "--out", tmp_path, "--overwrite")
+    assert code == 1 and "refusing to overwrite input file" in err  # even with --overwrite
     assert precious.read_bytes() == before
     assert (tmp_path / "a_labels_labels.png").exists()
 
@@ -172,3 +176,34 @@ def test_cuda_request_without_gpu(tmp_path, capsys):
     code, err = _run(capsys, image, "--classes", "red", "--weights", "W", "--out",
                      tmp_path / "o", "--device", "cuda")
     assert code == 2 and "CUDA" in err
+
+
+def test_existing_outputs_are_refused_before_any_image_is_segmented(tmp_path, capsys,
+                                                                     stand_in):
+    # issue #16.3: a second run (other classes) silently replaced the first run's outputs
+    _image(tmp_path / "a.png")
+    _image(tmp_path / "b.png")
+    out = tmp_path / "out"
+    assert _run(capsys, tmp_path / "a.png", "--classes", "red, blue", "--weights", "W",
+                "--out", out)[0] == 0
+    first = {p.name: p.read_bytes() for p in out.iterdir()}
+    stand_in.clear()
+    code, err = _run(capsys, tmp_path / "b.png", tmp_path / "a.png", "--classes", "green",
+                     "--weights", "W", "--out", out)
+    assert code == 2 and err.strip().count("\n") == 0
+    assert "a_labels.png already exists (and 2 more output file(s)); pass --overwrite" in err
+    assert stand_in == {}  # refused before the model was even loaded
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == first  # b.png not written either
+    code, _ = _run(capsys, tmp_path / "b.png", tmp_path / "a.png", "--classes", "green",
+                   "--weights", "W", "--out", out, "--overwrite")
+    assert code == 0 and json.loads((out / "a.json").read_text())["classes"] == ["green"]
+
+
+@pytest.mark.parametrize("value", ["-5", "-1"])
+def test_negative_max_side_is_a_usage_error_up_front(tmp_path, capsys, stand_in, value):
+    # issue #16.7: it used to fail per image (exit 1, no file name)
+    _image(tmp_path / "a.png")
+    code, err = _run(capsys, tmp_path / "a.png", "--classes", "red", "--weights", "W",
+                     "--out", tmp_path / "out", "--max-side", value)
+    assert code == 2 and f"--max-side must be positive (or 0 for no limit), got {value}" in err
+    assert not (tmp_path / "out").exists() and stand_in == {}

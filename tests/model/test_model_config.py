@@ -45,3 +45,17 @@ def test_clip_config_object_is_accepted():
     assert cfg.clip == "custom" and cfg.clip_config["vision_patch_size"] == 8
     assert cfg.feature_resolution() == (8, 8)
     assert FGASegConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_docs_give_the_tiny_presets_topk_as_saved():
+    # issue #16.7: docs/model.md said the tiny preset has TopK off; its config.json says 16
+    import re
+    from pathlib import Path
+
+    from fgaseg.model import catseg_tiny, fgaseg_tiny
+
+    text = " ".join((Path(__file__).resolve().parents[2] / "docs" / "model.md").read_text().split())
+    stated = re.search(r"`fgaseg_tiny` keeps the default `topk` (\d+)", text)
+    assert stated and int(stated.group(1)) == fgaseg_tiny().topk == fgaseg_tiny().to_dict()["topk"]
+    assert "`catseg_tiny(**overrides)` (plain decoder, `topk=None`)" in text
+    assert catseg_tiny().topk is None

@@ -66,10 +66,20 @@ def test_inference_equals_plain_forward(tiny_model, tiny_images):
 def test_topk_k_equal_n_is_full_and_small_k_prunes(tiny_model, tiny_images):
     full = tiny_model.segment_logits(tiny_images, names(20), topk=0)
     assert torch.equal(tiny_model.segment_logits(tiny_images, names(20), topk=20), full)
+    assert torch.equal(tiny_model.segment_logits(tiny_images, names(20), topk=25), full)
     pruned = tiny_model.segment_logits(tiny_images, names(20), topk=1, chunk_size=4)
     kept = (pruned != tiny_model.config.pruned_logit).flatten(2).any(-1)
     assert pruned.shape == full.shape and torch.isfinite(pruned).all()
     assert kept.sum() >= 1
+
+
+@pytest.mark.parametrize("n", [20, 40])  # 40 > pad_len: per-image class pre-selection
+@pytest.mark.parametrize("batch", [1, 2])
+def test_topk_k_at_least_n_is_exact_for_any_batch(tiny_model, tiny_images, n, batch):
+    # issue #16.6: with one image per call the pruned path used to differ by ~7e-7
+    images = tiny_images[:batch]
+    full = tiny_model.segment_logits(images, names(n), topk=0)
+    assert torch.equal(tiny_model.segment_logits(images, names(n), topk=n), full)
 
 
 def test_sliding_window(tiny_model):
@@ -169,3 +179,19 @@ def test_sliding_with_topk_and_preselection(tiny_model):
     x = torch.rand(1, 3, 40, 56, generator=torch.Generator().manual_seed(6))
     out = tiny_model.segment_logits(x, names(40), sliding=True, topk=2, chunk_size=3)
     assert out.shape == (1, 40, 40, 56) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("n,topk,sliding", [(5, 0, False), (5, 3, False), (20, 1, False),
+                                            (40, 0, False), (40, 3, False), (5, 1, True),
+                                            (40, None, True)])
+def test_compact_scores_equal_segment_logits(tiny_model, tiny_images, n, topk, sliding):
+    # issue #16.1: the compact form keeps the pruned classes' map once, values unchanged
+    dense = tiny_model.segment_logits(tiny_images, names(n), topk=topk, sliding=sliding)
+    compact = tiny_model.segment_scores(tiny_images, names(n), topk=topk, sliding=sliding)
+    assert len(compact) == 2
+    for b, scores in enumerate(compact):
+        assert scores.num_classes == n
+        assert torch.equal(scores.to_dense(), dense[b])
+        assert torch.equal(scores.argmax(), dense[b].argmax(0))
+    if topk == 1:  # TopK pruned most classes: only the survivors and one shared map are stored
+        assert all(s.values.shape[0] < n for s in compact)

@@ -58,3 +58,13 @@ def test_copies_of_a_class_get_identical_head_scores(model, protocol):
     for copies in ([3, 17, 19], [9, 18]):
         for c in copies[1:]:
             assert torch.equal(scores[:, c], scores[:, copies[0]]), (copies, c)
+
+
+@pytest.mark.parametrize("protocol", ["default", "official"])
+def test_topk_at_least_the_classes_equals_no_topk_with_copies(model, protocol):
+    # #16: k >= T skips TopK (bit-identical to topk=0); #15: copies of a class stay exact ties
+    names = ["cat", "grass", "sky", "cat", "road"]
+    images = torch.rand(2, 3, 40, 52, generator=torch.Generator().manual_seed(6))
+    off = model.segment_logits(images, names, topk=0, protocol=protocol)
+    for k in (len(names), len(names) + 3):
+        assert torch.equal(model.segment_logits(images, names, topk=k, protocol=protocol), off)

@@ -241,9 +241,18 @@ def test_huge_image_refused_before_decoding(tmp_path):
 def test_decompression_bomb_is_an_image_error(tmp_path):
     message = _error_for(_png_header_only(tmp_path / "bomb.png", 100_000, 100_000))
     assert "large" in message or "limit" in message
-    with pytest.raises(ImageError, match="too large"):
+    with pytest.raises(ImageError, match=r"100000x100000 = 10000\.0 MP, more than the limit of "
+                                         r"\d+(\.\d+)? MP"):
         load_image(_png_header_only(tmp_path / "bomb2.png", 100_000, 100_000),
                    max_pixels=10**12)  # only PIL's own guard is left
+
+
+def test_240_megapixels_message_gives_size_and_limit_like_50(tmp_path):
+    # issue #16.7: past PIL's guard (~179 MP) the message lacked both numbers
+    for width, height in ((10_000, 5_000), (20_000, 12_000)):
+        message = _error_for(_png_header_only(tmp_path / f"{width}.png", width, height))
+        assert f"{width}x{height} = {width * height / 1e6:.1f} MP" in message
+        assert "more than the limit of 40 MP" in message
 
 
 def test_pixel_limit_is_adjustable():

@@ -47,6 +47,40 @@ def test_fgaseg_matches_segment_logits(fgaseg_model):
     np.testing.assert_allclose(result.scores, expected[0].numpy(), atol=1e-5)
 
 
+@pytest.mark.parametrize("budget", [None, 0])  # one F.interpolate call / grid_sample tiles
+def test_fgaseg_labels_of_a_downscaled_image_equal_the_dense_path(fgaseg_model, budget,
+                                                                   monkeypatch):
+    # issue #16.1: only the surviving classes are resized, the label map is unchanged
+    import fgaseg.predict.api as api
+    import fgaseg.predict.scores as scores_module
+
+    image = _image(90, 150, seed=4)
+    classes = [f"thing {i}" for i in range(40)]  # > pad_len: pre-selection, then TopK
+    if budget is not None:
+        monkeypatch.setattr(api, "_UPSAMPLE_BUDGET", budget)
+        monkeypatch.setattr(scores_module, "_TILE", 16)
+    result = fgaseg_model.predict(image, classes, max_side=48, topk=2)
+    pixels = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    small = torch.nn.functional.interpolate(pixels, size=(29, 48), mode="bilinear",
+                                            align_corners=False, antialias=True).clamp(0, 1)
+    dense = fgaseg_model.segment_logits(small, classes, topk=2)[0]
+    if budget is None:
+        expected = torch.nn.functional.interpolate(dense[None], size=(90, 150), mode="bilinear",
+                                                   align_corners=False)[0].argmax(0)
+    else:
+        from test_scores import dense_banded_argmax
+
+        expected = dense_banded_argmax(dense, (90, 150), rows=7)
+    np.testing.assert_array_equal(result.labels, expected.numpy())
+    assert result.class_scores.values.shape[0] < 40
+    np.testing.assert_array_equal(result.scores, dense.numpy())
+    maps = result.score_maps(["thing 3", 0])
+    assert maps.shape == (2, 90, 150)
+    assert result.score_maps(["thing 3"], size="inference").shape == (1, 29, 48)
+    with pytest.raises(KeyError):
+        result.score_maps(["no such class"])
+
+
 def test_text_embeddings_are_encoded_once_per_class_list(fgaseg_model, monkeypatch):
     calls = []
     original = fgaseg_model.clip.encode_text

@@ -5,7 +5,9 @@ import math
 import numpy as np
 import torch
 
-from fgaseg.synth.evaluate import confusion_matrix, harmonic_mean, iou_per_class, summarize
+from fgaseg.synth.evaluate import (
+    attribute_accuracy, attribute_chance, confusion_matrix, harmonic_mean, iou_per_class, summarize,
+)
 from fgaseg.synth.report import fmt_mean_std, mean_std_table
 from fgaseg.synth.segtrain import remap_labels, sample_classes
 
@@ -30,6 +32,19 @@ def test_absent_classes_are_left_out_and_seen_unseen_are_split():
     assert result["mIoU_unseen"] == 50.0
     assert abs(result["hIoU"] - 2 * 100 * 50 / 150) < 1e-9
     assert harmonic_mean(0.0, 0.0) == 0.0
+
+
+def test_attribute_accuracy_counts_each_word_separately():
+    # classes: 0 = (red, solid, circle), 1 = (red, solid, square), 2 = (blue, striped, circle)
+    attributes = [(0, 0, 0), (0, 0, 1), (1, 1, 0)]
+    truth = np.array([0, 0, 0, 0, 2, 2])
+    pred = np.array([0, 1, 2, 0, 2, 0])
+    acc = attribute_accuracy(confusion_matrix(pred, truth, 3), attributes)
+    # colour right where pred and truth share colour: 0->0, 0->1, 0->0, 2->2 = 4 of 6
+    assert math.isclose(acc["colour"], 100 * 4 / 6) and math.isclose(acc["pattern"], 100 * 4 / 6)
+    # shape: 0->0, 0->2 (both circles), 0->0, 2->2, 2->0 (circles) = 5 of 6
+    assert math.isclose(acc["shape"], 100 * 5 / 6)
+    assert attribute_chance(attributes) == {"colour": 50.0, "pattern": 50.0, "shape": 50.0}
 
 
 def test_sample_classes_keeps_present_and_adds_only_seen_negatives():

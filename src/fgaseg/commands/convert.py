@@ -12,6 +12,7 @@ import argparse
 import time
 from pathlib import Path
 
+from fgaseg.commands.outputs import add_overwrite_argument, refuse_existing
 from fgaseg.errors import ConfigError
 
 HELP = "convert an official CAT-Seg / FGA-seg detectron2 checkpoint"
@@ -23,8 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "or a published name to download: catseg-vitb16, catseg-vitl14-336")
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="output folder for config.json + model.safetensors")
-    parser.add_argument("--force", action="store_true",
-                        help="write into DIR even if it already holds an fgaseg model")
+    add_overwrite_argument(parser, "the model in DIR if it already holds one")
     parser.add_argument("--allow-pickle", action="store_true",
                         help="allow Python objects besides tensors in the file (only for files "
                              "from a source you trust; unpickling can run code)")
@@ -38,8 +38,8 @@ def run(args: argparse.Namespace) -> int:
     out_dir = Path(args.out)
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out {out_dir} exists and is not a folder")
-    if (out_dir / "model.safetensors").exists() and not args.force:
-        raise ConfigError(f"{out_dir} already holds a model; pass --force to overwrite it")
+    if not args.overwrite:
+        refuse_existing([out_dir / "model.safetensors", out_dir / "config.json"], "--out")
     started = time.perf_counter()
     source = Path(args.checkpoint)
     if not source.exists() and published_checkpoint(args.checkpoint) is not None:

@@ -23,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test-scenes", type=int, default=None, help="held-out scenes to evaluate on")
     parser.add_argument("--ablations", action="store_true",
                         help="instead: full model, baseline and each part off, over several seeds")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="ablation seeds (default 0 1 2)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4],
+                        help="ablation seeds, paired across variants (default 0 1 2 3 4)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--save-model", action="store_true",
                         help="also save the trained FGAseg to OUT/model (usable with `fgaseg segment`)")
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
     from fgaseg.errors import ConfigError
     from fgaseg.synth.ablation import ABLATION_STEPS, ABLATION_TEST_SCENES, ablation_config, run_ablations
-    from fgaseg.synth.benchmark import demo_config, run_benchmark, smoke_config
+    from fgaseg.synth.benchmark import demo_config, plan, run_benchmark, smoke_config
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -63,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, segtrain=dataclasses.replace(config.segtrain, steps=args.steps))
     if args.test_scenes is not None:
         config = dataclasses.replace(config, num_test_scenes=args.test_scenes)
+    print(plan(config, use_cache=not args.no_cache), flush=True)
     run_benchmark(config, args.out, use_cache=not args.no_cache, progress=progress)
     print((args.out / "results.md").read_text())
     print(f"demo finished in {time.time() - start:.0f} s")

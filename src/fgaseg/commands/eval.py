@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
+
+from fgaseg.commands.outputs import add_overwrite_argument, refuse_existing
 
 HELP = "evaluate weights on a benchmark (mIoU, per-class IoU, fwIoU, pixel acc.)"
 
@@ -41,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save-confusion", metavar="NPY",
                         help="also save the confusion matrix (rows = ground truth) as .npy")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_overwrite_argument(parser, "existing --out / --save-confusion files")
 
 
 def describe_protocol(protocol: str, sliding: bool) -> str:
@@ -74,6 +78,11 @@ def run(args: argparse.Namespace) -> int:
     from fgaseg.eval import EvalSettings, evaluate, format_table, write_json
     from fgaseg.train import distributed as dist_utils
 
+    if not args.overwrite:
+        confusion = args.save_confusion
+        if confusion and not confusion.endswith(".npy"):
+            confusion += ".npy"  # numpy.save adds the suffix
+        refuse_existing([Path(p) for p in (args.out, confusion) if p], "--out")
     info = dist_utils.setup(args.device)
     try:
         split = args.split

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+from fgaseg.commands.outputs import add_overwrite_argument, refuse_existing
 
 HELP = "export a model with a fixed class list to ONNX"
 
@@ -35,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="allowed onnxruntime vs PyTorch difference (default 1e-3)")
     parser.add_argument("--no-check", action="store_true",
                         help="skip the onnxruntime comparison")
+    add_overwrite_argument(parser, "an existing OUT.onnx and OUT.onnx.json")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,6 +47,9 @@ def run(args: argparse.Namespace) -> int:
     from fgaseg.predict.loading import load_segmenter
 
     class_names = _class_names(args)
+    if not args.overwrite:
+        onnx = Path(args.onnx)
+        refuse_existing([onnx, onnx.with_name(onnx.name + ".json")], "--onnx")
     segmenter = load_segmenter(args.weights, args.method, "cpu")
     size = parse_size(args.size) if args.size else default_size(segmenter)
     report = export_onnx(segmenter, class_names, args.onnx, image_size=size,

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from fgaseg.commands.outputs import add_overwrite_argument, refuse_existing
 from fgaseg.errors import ClassNamesError, ConfigError, FGASegError
 
 HELP = "segment images with a class list (trained FGAseg or training-free CLIP)"
@@ -53,6 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="colour weight in the overlay, in [0, 1] (default 0.5)")
     parser.add_argument("--max-side", type=int, default=None, metavar="PX",
                         help="downscale longer sides to PX for inference (default 640; 0 = off)")
+    add_overwrite_argument(parser, "earlier outputs in --out with the same names")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,11 +66,17 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--opacity must lie in [0, 1], got {args.opacity}")
     if args.topk is not None and args.topk < 0:
         raise ConfigError(f"--topk must be 0 (no pruning) or positive, got {args.topk}")
+    if args.max_side is not None and args.max_side < 0:
+        raise ConfigError(f"--max-side must be positive (or 0 for no limit), got {args.max_side}")
     class_names = _class_names(args)
     out_dir = Path(args.out)
     images, missing = collect_images(args.inputs, out_dir)
     if not images and not missing:
         raise ConfigError("no image files found in the given inputs")
+    stems = unique_stems(images)
+    if not args.overwrite:  # checked before the model is loaded or any image is read
+        refuse_existing([target for path in images for target in _targets(out_dir, stems[path])],
+                        "--out")
     _prepare_out_dir(out_dir)
     segmenter = load_segmenter(args.weights, args.method, args.device)
     if args.bf16:
@@ -80,15 +88,13 @@ def run(args: argparse.Namespace) -> int:
     for path in missing:
         print(f"failed: {path}: no such file or folder", file=sys.stderr)
     protected = {p.resolve() for p in images}
-    stems = unique_stems(images)
     done = 0
     max_side = DEFAULT_MAX_SIDE if args.max_side is None else args.max_side
     for path in tqdm(images, desc="segmenting", unit="img", file=sys.stderr,
                      disable=len(images) < 2):
         started = time.perf_counter()
         try:
-            targets = [out_dir / f"{stems[path]}{suffix}"
-                       for suffix in (*_OUTPUT_SUFFIXES, ".json")]
+            targets = _targets(out_dir, stems[path])
             clash = [t for t in targets if t.resolve() in protected]
             if clash:
                 raise FGASegError(f"refusing to overwrite input file {clash[0]}")
@@ -112,6 +118,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"segmented {done} of {total} image(s) into {out_dir}"
           + (f"; {len(failures)} failed" if failures else ""), file=sys.stderr)
     return 1 if failures else 0
+
+
+def _targets(out_dir: Path, stem: str) -> list[Path]:
+    """The files written for one image."""
+    return [out_dir / f"{stem}{suffix}" for suffix in (*_OUTPUT_SUFFIXES, ".json")]
 
 
 def load_segmenter(weights: str, method: str, device: str):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from fgaseg.commands.outputs import add_overwrite_argument
+
 HELP = "train FGAseg from a YAML config (single process or torchrun)"
 
 
@@ -13,6 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
                         help="continue from OUT/checkpoints/last.pt (or the given checkpoint "
                              "file / run folder); starts fresh if OUT has no checkpoint yet")
+    add_overwrite_argument(parser, "an earlier run in OUT: its checkpoints, final/ and logs "
+                                   "are deleted first (--resume continues it instead)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     parser.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE",
                         help="override config entries, e.g. optim.lr=1e-4 max_iters=1000 "
@@ -29,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         overrides.append(f"out_dir={args.out}")
     config = load_config(args.config, overrides)
-    result = run_training(config, resume=args.resume, device=args.device)
+    result = run_training(config, resume=args.resume, device=args.device, force=args.overwrite)
     if result.checkpoint is not None:
         print(f"done: {result.step} steps ({result.skipped_steps} skipped); "
               f"checkpoint {result.checkpoint}")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional
 
-from fgaseg.errors import WeightsError
+from fgaseg.errors import WeightsError, reason
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ def fetch_published(name: str, cache_dir: Optional[str] = None) -> Path:
                                repo_type=entry.repo_type, cache_dir=cache_dir)
     except Exception as exc:  # offline, moved file, HTTP errors ...
         raise WeightsError(
-            f"cannot download {entry.name} ({type(exc).__name__}); download {entry.url} yourself "
+            f"cannot download {entry.name} ({reason(exc)}); download {entry.url} yourself "
             "and pass the file"
         ) from None
     return Path(path)

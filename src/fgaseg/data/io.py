@@ -13,7 +13,7 @@ from typing import Union
 import numpy as np
 import torch
 
-from fgaseg.errors import DatasetError
+from fgaseg.errors import DatasetError, reason
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -26,7 +26,7 @@ def read_image(path: Union[str, Path]) -> torch.Tensor:
         with Image.open(path) as image:
             array = np.asarray(image.convert("RGB"))
     except (FileNotFoundError, UnidentifiedImageError, OSError) as exc:
-        raise DatasetError(f"cannot read image {path}: {exc.__class__.__name__}") from None
+        raise DatasetError(f"cannot read image {path}: {reason(exc)}") from None
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
@@ -44,7 +44,7 @@ def read_label_array(path: Union[str, Path]) -> np.ndarray:
             else:
                 array = np.array(label.convert("I"))
     except (FileNotFoundError, UnidentifiedImageError, OSError) as exc:
-        raise DatasetError(f"cannot read label map {path}: {exc.__class__.__name__}") from None
+        raise DatasetError(f"cannot read label map {path}: {reason(exc)}") from None
     if array.ndim != 2:
         raise DatasetError(f"label map {path} has shape {array.shape}; expected (H, W)")
     return array

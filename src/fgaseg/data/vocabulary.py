@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Dict, List, Union
 
 from fgaseg.clip.templates import IMAGENET_TEMPLATES, PROMPT_TEMPLATES_SINGLE
-from fgaseg.errors import ClassNamesError
+from fgaseg.errors import ClassNamesError, reason
 
 # vocabulary name -> file in fgaseg/data/classnames/
 VOCABULARY_FILES: Dict[str, str] = {
@@ -76,7 +76,7 @@ def load_vocabulary(name_or_path: Union[str, Path]) -> List[str]:
         try:
             names = json.loads(path.read_text("utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ClassNamesError(f"{path}: not valid JSON ({exc.__class__.__name__})") from None
+            raise ClassNamesError(f"{path}: not valid JSON ({reason(exc)})") from None
         return _check(names, str(path))
     lines = [line.rstrip("\r\n") for line in path.read_text("utf-8").splitlines()]
     return _check([line for line in lines if line.strip()], str(path))

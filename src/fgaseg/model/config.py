@@ -9,6 +9,8 @@ docs/model.md for what each switch means exactly.
 from __future__ import annotations
 
 import dataclasses
+import numbers
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple, Union
 
@@ -82,6 +84,7 @@ class FGASegConfig:
     extra: Dict[str, Any] = field(default_factory=dict)  # free-form notes (not used by the model)
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if not isinstance(self.clip, str):  # a CLIPConfig: keep it as a plain dict
             if not hasattr(self.clip, "to_dict"):
                 raise ConfigError(f"clip must be a model name or a CLIPConfig, not {type(self.clip).__name__}")
@@ -165,11 +168,62 @@ class FGASegConfig:
 
     @classmethod
     def from_dict(cls, values: Dict[str, Any]) -> "FGASegConfig":
+        if not isinstance(values, dict):
+            raise ConfigError(f"an FGASeg config must be a mapping, got {type(values).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"unknown FGASeg config keys: {', '.join(unknown)}")
         return cls(**values)
+
+
+# ---------------------------------------------------------------------------- type checks
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether a (JSON / YAML) value fits a type hint of FGASegConfig (lists for tuples)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any or origin in (dict, Dict):
+        return True
+    if origin is Union:
+        return any(_matches(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if origin in (tuple, Tuple):
+        if not isinstance(value, (list, tuple)):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_matches(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args))
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Union:
+        return " or ".join(_describe(a) for a in args)
+    if origin in (tuple, Tuple):
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_describe(args[0])}s"
+        return f"a list of {len(args)} {_describe(args[0])}s"
+    return {int: "integer", float: "number", bool: "true/false", str: "string",
+            type(None): "null"}.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def check_field_types(config: Any) -> None:
+    """ConfigError naming the first field whose value has the wrong type (e.g. a string for
+    ``hidden_dim``), instead of a TypeError deep inside validation or the model."""
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if f.name == "clip" and not isinstance(value, str):
+            continue  # a CLIPConfig object, converted in __post_init__
+        if not _matches(value, hints[f.name]):
+            raise ConfigError(f"'{f.name}' expects {_describe(hints[f.name])}, got {value!r}")
 
 
 # ---------------------------------------------------------------------------- presets

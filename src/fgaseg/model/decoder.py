@@ -253,8 +253,12 @@ class FGASegDecoder(nn.Module):
         """
         B = img_feats.shape[0]
         T = gcs_text.shape[-3]
-        use_topk = bool(topk) and self.fast
-        if use_topk and B > 1 and self.pad_len > 0 and T > self.pad_len:
+        preselect = self.pad_len > 0 and T > self.pad_len
+        # k >= the classes decoded per image keeps all of them at every stage: skip TopK so the
+        # result is the unpruned one bit for bit (the pruned path's per-image split and its
+        # stage-2 cache change batch shapes and memory layout, hence float rounding)
+        use_topk = bool(topk) and self.fast and topk < (self.pad_len if preselect else T)
+        if use_topk and B > 1 and preselect:
             outs = []
             for b in range(B):
                 gt = gcs_text if gcs_text.dim() == 3 else gcs_text[b:b + 1]

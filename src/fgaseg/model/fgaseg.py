@@ -29,8 +29,10 @@ from fgaseg.model.losses import check_targets, segmentation_losses
 from fgaseg.model.p2tformer import P2Tformer
 from fgaseg.model.parameters import apply_clip_finetune, parameter_groups
 from fgaseg.model.pretrained import load_into, resolve_source, save_pretrained
-from fgaseg.model.sliding_window import make_plan, probs_to_logits, sliding_window_probs
+from fgaseg.model.sliding_window import (make_plan, make_views, merge_views, probs_to_logits,
+                                         sliding_window_probs)
 from fgaseg.model.topk import class_copies
+from fgaseg.predict.scores import ClassScores
 
 _TEXT_CHUNK = 256  # class names encoded per CLIP text pass
 _TEXT_CACHE_SIZE = 8
@@ -297,6 +299,90 @@ class FGASeg(nn.Module):
         finally:
             self.train(was_training)
 
+    def segment_scores(self, images: torch.Tensor, class_names: Sequence[str], *,
+                       sliding: bool = False, topk: Optional[int] = None,
+                       chunk_size: Optional[int] = None,
+                       protocol: str = "default") -> List[ClassScores]:
+        """:meth:`segment_logits` per image as compact `fgaseg.predict.scores.ClassScores`.
+
+        Classes pruned everywhere (pre-selection / TopK) share one stored map, so memory grows
+        with the surviving classes, not with T. ``scores[b].to_dense()`` equals
+        ``segment_logits(..., protocol=protocol)[b]`` bit for bit.
+
+        ``protocol="official"``: the official scores are computed densely (as
+        :meth:`segment_logits` does), then the largest group of bit-identical maps (e.g. the
+        classes TopK pruned in every view) is stored once (``ClassScores.from_dense_shared``);
+        only the storage is compact there, not the computation.
+        """
+        from fgaseg.model.official_protocol import check_protocol
+
+        images = self._check_images(images)
+        names = self._check_names(class_names)
+        if check_protocol(protocol) == "official":
+            logits = self.segment_logits(images, names, sliding=sliding, topk=topk,
+                                         chunk_size=chunk_size, protocol=protocol)
+            return [ClassScores.from_dense_shared(image) for image in logits]
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.inference_mode():
+                images = images.to(self.device, self.pixel_mean.dtype)
+                text = self.encode_classes(names)
+                k = self._resolve_topk(topk)
+                size = tuple(images.shape[-2:])
+                if sliding:
+                    return [self._sliding_scores(image, text, k, chunk_size) for image in images]
+                return self._upsampled_class_scores(self._infer_low(images, text, k, chunk_size),
+                                                    size)
+        finally:
+            self.train(was_training)
+
+    def _upsampled_class_scores(self, low: torch.Tensor, size: Tuple[int, int]) -> List[ClassScores]:
+        """:meth:`_upsample_scores` of ``low (B, T, h, w)`` as ClassScores per image.
+
+        The same classes are interpolated in the same chunks (bilinear results depend on how
+        channels are grouped, by float rounding), so the maps are bit-identical to it.
+        """
+        B, T = low.shape[:2]
+        step = max(1, (2 ** 26) // max(1, B * size[0] * size[1]))
+        pruned = (low == self.config.pruned_logit).flatten(2).all(dim=-1).all(dim=0)  # (T,)
+        index, shared = _stored_classes(pruned)
+        values = [low.new_empty(index.numel(), *size) for _ in range(B)]
+        filled = pruned.to(index.device)[index]  # the stored pruned class, if any
+        for v in values:
+            v[filled] = self.config.pruned_logit
+        live = (~pruned).nonzero().flatten()
+        where = torch.searchsorted(index.to(live.device), live)  # position of each live class
+        for s in range(0, live.numel(), step):
+            source = low[:, s:s + step] if live.numel() == T else low[:, live[s:s + step]]
+            maps = F.interpolate(source, size=size, mode="bilinear", align_corners=False)
+            for b, v in enumerate(values):
+                v[where[s:s + step]] = maps[b]
+        return [ClassScores(v, index.cpu(), T, shared) for v in values]
+
+    def _sliding_scores(self, image: torch.Tensor, text: torch.Tensor, k: Optional[int],
+                        chunk_size: Optional[int]) -> ClassScores:
+        """The sliding-window protocol of one image ``(3, H, W)``, merging surviving classes only."""
+        plan = self.sliding_plan()
+        views = self._infer_low(make_views(image, plan), text, k, chunk_size)
+        T = views.shape[1]
+        pruned = (views == self.config.pruned_logit).flatten(2).all(dim=-1).all(dim=0)
+        index, shared = _stored_classes(pruned)
+        size = tuple(image.shape[-2:])
+        values = views.new_empty(index.numel(), *size)
+        # merged in the same class chunks as segment_logits (results depend on the grouping by
+        # float rounding); chunks without a stored class are skipped
+        step = max(1, (2 ** 26) // (plan.num_views * plan.window ** 2))
+        where = torch.searchsorted(index, torch.arange(T, device=index.device))
+        wanted = torch.zeros(T, dtype=torch.bool, device=index.device)
+        wanted[index] = True
+        for s in range(0, T, step):
+            need = wanted[s:s + step].nonzero().flatten()
+            if need.numel():
+                merged = probs_to_logits(merge_views(views[:, s:s + step], plan, size))
+                values[where[s + need]] = merged[need]
+        return ClassScores(values, index.cpu(), T, shared)
+
     def _upsample_scores(self, low: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
         """Bilinear resize of ``low (B, T, h, w)`` to ``size``, in bounded chunks of classes.
 
@@ -351,3 +437,17 @@ class FGASeg(nn.Module):
         load_into(model, state, assign=True)
         model._register_constants(torch.device("cpu"))
         return model.to(map_location)
+
+
+def _stored_classes(pruned: torch.Tensor) -> Tuple[torch.Tensor, Optional[int]]:
+    """Classes to store for a ``pruned (T,)`` mask: the unpruned ones plus the first pruned one,
+    whose map the others share; and that one's position (None when all T are stored)."""
+    stored = ~pruned
+    first = None
+    if bool(pruned.any()):
+        first = int(pruned.nonzero()[0])
+        stored[first] = True
+    index = stored.nonzero().flatten()
+    if first is None or index.numel() == pruned.numel():
+        return index, None
+    return index, int((index == first).nonzero()[0])

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, Tuple, Union
 
 import torch
 
-from fgaseg.errors import FGASegError, WeightsError
+from fgaseg.errors import ConfigError, FGASegError, WeightsError, reason
 from fgaseg.model.config import FGASegConfig
+from fgaseg.model.pretrained_checksums import (ALGORITHM, ENV_SWITCH, file_digest, read_and_hash,
+                                               verification_enabled)
 
 if TYPE_CHECKING:  # pragma: no cover
     from fgaseg.model.fgaseg import FGASeg
@@ -21,18 +24,31 @@ FORMAT_VERSION = 1
 
 
 def save_pretrained(model: "FGASeg", directory: Union[str, Path]) -> Path:
-    """Write ``config.json`` and ``model.safetensors`` (CLIP included) into ``directory``."""
+    """Write ``config.json`` (with the weights' SHA-256) and ``model.safetensors`` (CLIP
+    included) into ``directory``; both files get the usual permissions (0644 under umask 022)."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": model.config.to_dict()}
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     tmp = directory / (WEIGHTS_NAME + ".tmp")
     save_file(state, str(tmp), metadata={"format": FORMAT})
+    _usual_permissions(tmp)
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": model.config.to_dict(),
+            "checksums": {WEIGHTS_NAME: f"{ALGORITHM}:{file_digest(tmp)}"}}
     tmp.replace(directory / WEIGHTS_NAME)
-    (directory / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
+    config_tmp = directory / (CONFIG_NAME + ".tmp")
+    config_tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    config_tmp.replace(directory / CONFIG_NAME)
     return directory
+
+
+def _usual_permissions(path: Path) -> None:
+    """Files created by Python get 0666 & ~umask; give the weights the same, whatever mode the
+    safetensors writer used (it created them 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def _read_ours(directory: Path) -> Tuple[FGASegConfig, Dict[str, torch.Tensor]]:
@@ -44,11 +60,24 @@ def _read_ours(directory: Path) -> Tuple[FGASegConfig, Dict[str, torch.Tensor]]:
         raise WeightsError(f"cannot read {directory / CONFIG_NAME}: {exc}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or "config" not in meta:
         raise WeightsError(f"{directory / CONFIG_NAME} is not an fgaseg model config")
-    config = FGASegConfig.from_dict(meta["config"])
     try:
-        state = load_file(str(directory / WEIGHTS_NAME))
+        config = FGASegConfig.from_dict(meta["config"])
+    except ConfigError as exc:
+        raise WeightsError(f"{directory / CONFIG_NAME}: {exc}") from None
+    weights = directory / WEIGHTS_NAME
+    recorded = (meta.get("checksums") or {}).get(WEIGHTS_NAME)
+    verify = bool(recorded) and verification_enabled()
+    try:
+        if verify:
+            state, actual = read_and_hash(weights, lambda: load_file(str(weights)))
+        else:
+            state = load_file(str(weights))
     except Exception as exc:  # safetensors raises several types for corrupt files
-        raise WeightsError(f"cannot read {directory / WEIGHTS_NAME}: {str(exc).splitlines()[0]}") from None
+        raise WeightsError(f"cannot read {weights}: {str(exc).splitlines()[0]}") from None
+    if verify and recorded != f"{ALGORITHM}:{actual}":
+        raise WeightsError(f"{weights} is corrupt: its {ALGORITHM} differs from the one recorded "
+                           f"in {CONFIG_NAME} when it was saved (copy it again; "
+                           f"{ENV_SWITCH}=0 skips this check)")
     return config, state
 
 
@@ -81,6 +110,10 @@ def resolve_source(source: Union[str, Path]) -> Tuple[FGASegConfig, Dict[str, to
         return _read_ours(path)
     if path.is_file() and path.name == WEIGHTS_NAME and _is_ours(path.parent):
         return _read_ours(path.parent)
+    folder = path.parent if path.is_file() and path.name == WEIGHTS_NAME else path
+    if (folder / WEIGHTS_NAME).is_file() and not (folder / CONFIG_NAME).exists():
+        raise WeightsError(f"{folder} holds {WEIGHTS_NAME} but no {CONFIG_NAME}: an fgaseg model "
+                           f"folder needs both (save_pretrained and fgaseg convert write them)")
     if path.is_file():
         return _convert_official(path)
     if path.is_dir():
@@ -99,7 +132,7 @@ def resolve_source(source: Union[str, Path]) -> Tuple[FGASegConfig, Dict[str, to
             local = Path(snapshot_download(repo_id=text))
         except Exception as exc:  # offline, unknown repo, auth ...
             raise WeightsError(f"cannot download {text} from the Hugging Face hub: "
-                               f"{type(exc).__name__}") from None
+                               f"{reason(exc)}") from None
         return _read_ours(local) if _is_ours(local) else _convert_official(_checkpoint_in(local))
     raise WeightsError(f"weights not found: {source}")
 

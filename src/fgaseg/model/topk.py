@@ -3,7 +3,8 @@
 A class is kept if it is among the ``k`` highest-scoring classes of at least one pixel of at
 least one image of the batch (official ``get_valid_idx_from_mask``: the union is shared by the
 batch, which at test time holds the sliding-window views of one image). ``k >= T`` keeps every
-class, so the pruned pipeline then equals the full one exactly.
+class; the decoder then skips TopK altogether, so the result equals the unpruned one exactly
+(``topk=0``), bit for bit.
 
 Ties: the official code ranks with ``torch.argsort(aux, dim=1, descending=True)[:, :k]`` on the
 contiguous ``(B, T, H, W)`` aux map. ``topk`` and ``sort(stable=True)`` order equal scores

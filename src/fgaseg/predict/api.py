@@ -8,6 +8,7 @@ cache is reused across images and calls.
 
 from __future__ import annotations
 
+import inspect
 import time
 from typing import Any, Optional, Sequence, Union
 
@@ -20,14 +21,15 @@ from fgaseg.model.official_protocol import protocol_kwargs
 from fgaseg.predict.class_names import ClassNames, parse_class_names
 from fgaseg.predict.image_io import MAX_PIXELS, describe, load_image, to_uint8
 from fgaseg.predict.result import SegmentationResult
+from fgaseg.predict.scores import UPSAMPLE_BUDGET, ClassScores
 
 #: Long side (pixels) the model sees by default; larger images are downscaled for inference
 #: and their label map is brought back to the original size. 640 is the resolution of the
 #: CAT-Seg/FGAseg evaluation protocol; the model's own output grid is coarser still.
 DEFAULT_MAX_SIDE = 640
 
-# bound on T * rows * W floats while upsampling scores to the original size (~64 MB)
-_UPSAMPLE_BUDGET = 16_000_000
+# below T * H * W = this, labels come from one F.interpolate call, else from grid_sample tiles
+_UPSAMPLE_BUDGET = UPSAMPLE_BUDGET
 
 
 def predict(segmenter: Any, images: Any, classes: ClassNames, *, sliding: bool = False,
@@ -111,36 +113,75 @@ def _predict_one(segmenter: Any, source: Any, names: list[str], *, sliding: bool
     loaded = time.perf_counter()
 
     with torch.no_grad():
-        logits = segmenter.segment_logits(pixels.to(_segmenter_device(segmenter)), names,
-                                          sliding=sliding, topk=topk, **(protocol_kw or {}))
-    # a segmenter may add channels (e.g. "background" of the training-free mode)
-    output_names = (list(segmenter.output_class_names(names))
-                    if hasattr(segmenter, "output_class_names") else names)
-    if logits.ndim != 4 or logits.shape[0] != 1 or logits.shape[1] != len(output_names):
-        raise RuntimeError(f"segmenter returned scores of shape {tuple(logits.shape)}, "
-                           f"expected (1, {len(output_names)}, H, W)")
-    logits = logits[0].float()
-    if tuple(logits.shape[-2:]) != infer_size:
-        logits = F.interpolate(logits[None], size=infer_size, mode="bilinear",
-                               align_corners=False)[0]
+        scores = _segment(segmenter, pixels.to(_segmenter_device(segmenter)), names,
+                          sliding=sliding, topk=topk, size=infer_size,
+                          protocol_kw=protocol_kw or {})
     inferred = time.perf_counter()
 
     if infer_size == (height, width):
-        labels = logits.argmax(0)
+        labels = scores.argmax()
     else:
-        # official protocol: probabilities are what the official code resizes
-        official = bool(protocol_kw) and protocol_kw.get("protocol") == "official"
-        labels = upsampled_argmax(logits.sigmoid() if official else logits, (height, width))
+        # official protocol: probabilities are what the official code resizes (sigmoid is
+        # monotone and per element, so the compact storage carries over)
+        official = (protocol_kw or {}).get("protocol") == "official"
+        ranked = _probabilities(scores) if official else scores
+        labels = ranked.upsampled_argmax((height, width), budget=_UPSAMPLE_BUDGET)
     result = SegmentationResult(
         labels=labels.to("cpu", torch.int64).numpy(),
-        scores=logits.to("cpu").numpy().astype(np.float32, copy=False),
-        class_names=list(output_names),
+        class_scores=scores.cpu(),
+        class_names=list(_output_names(segmenter, names)),
         image=to_uint8(rgb) if keep_image else None,
         source=describe(source),
     )
     result.timings = {"load": loaded - start, "inference": inferred - loaded,
                       "postprocess": time.perf_counter() - inferred}
     return result
+
+
+def _output_names(segmenter: Any, names: list[str]) -> list[str]:
+    # a segmenter may add channels (e.g. "background" of the training-free mode)
+    if hasattr(segmenter, "output_class_names"):
+        return list(segmenter.output_class_names(names))
+    return names
+
+
+def _probabilities(scores: ClassScores) -> ClassScores:
+    """``sigmoid`` of every map of ``scores``, stored the same way."""
+    return ClassScores(scores.values.sigmoid(), scores.classes, scores.num_classes, scores.shared)
+
+
+def _accepts_protocol(method: Any) -> bool:
+    try:
+        return "protocol" in inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _segment(segmenter: Any, pixels: torch.Tensor, names: list[str], *, sliding: bool,
+             topk: Optional[int], size: tuple[int, int],
+             protocol_kw: Optional[dict] = None) -> ClassScores:
+    """Scores of one image ``(1, 3, h, w)``, compact when the segmenter can
+    (``segment_scores``: classes it pruned share one map), else from ``segment_logits``.
+    ``protocol_kw``: from ``protocol_kwargs`` (empty for the default protocol); a
+    ``segment_scores`` without a ``protocol`` keyword is then bypassed."""
+    protocol_kw = protocol_kw or {}
+    expected = len(_output_names(segmenter, names))
+    if hasattr(segmenter, "segment_scores") and (
+            not protocol_kw or _accepts_protocol(segmenter.segment_scores)):
+        scores = segmenter.segment_scores(pixels, names, sliding=sliding, topk=topk,
+                                          **protocol_kw)[0]
+        if scores.num_classes != expected or scores.size != size:
+            raise RuntimeError(f"segmenter returned scores for {scores.num_classes} classes at "
+                               f"{scores.size}, expected {expected} at {size}")
+        return scores
+    logits = segmenter.segment_logits(pixels, names, sliding=sliding, topk=topk, **protocol_kw)
+    if logits.ndim != 4 or logits.shape[0] != 1 or logits.shape[1] != expected:
+        raise RuntimeError(f"segmenter returned scores of shape {tuple(logits.shape)}, "
+                           f"expected (1, {expected}, H, W)")
+    logits = logits[0].float()
+    if tuple(logits.shape[-2:]) != size:
+        logits = F.interpolate(logits[None], size=size, mode="bilinear", align_corners=False)[0]
+    return ClassScores.from_dense(logits)
 
 
 def inference_size(height: int, width: int, max_side: Optional[int]) -> tuple[int, int]:
@@ -155,24 +196,6 @@ def upsampled_argmax(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tenso
     """argmax over T of `scores` ``(T, h, w)`` bilinearly resized to `size` ``(H, W)``.
 
     Equivalent to ``F.interpolate(scores[None], size, mode="bilinear").argmax(1)[0]`` but
-    done in bands of rows so memory stays bounded for large images and many classes.
+    memory-bounded for large images and many classes (see `ClassScores.upsampled_argmax`).
     """
-    num_classes = scores.shape[0]
-    height, width = size
-    if num_classes * height * width <= _UPSAMPLE_BUDGET:  # small enough: one call
-        return F.interpolate(scores[None], size=size, mode="bilinear",
-                             align_corners=False)[0].argmax(0)
-    rows = max(1, _UPSAMPLE_BUDGET // max(1, num_classes * width))
-    # normalised x/y coordinates of output pixel centres (align_corners=False convention)
-    xs = (torch.arange(width, dtype=torch.float32, device=scores.device) + 0.5) / width * 2 - 1
-    labels = torch.empty(size, dtype=torch.int64, device=scores.device)
-    source = scores[None]
-    for top in range(0, height, rows):
-        bottom = min(height, top + rows)
-        ys = (torch.arange(top, bottom, dtype=torch.float32, device=scores.device) + 0.5) \
-            / height * 2 - 1
-        grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij")[::-1], dim=-1)[None]
-        band = F.grid_sample(source, grid, mode="bilinear", padding_mode="border",
-                             align_corners=False)
-        labels[top:bottom] = band[0].argmax(0)
-    return labels
+    return ClassScores.from_dense(scores).upsampled_argmax(size, budget=_UPSAMPLE_BUDGET)

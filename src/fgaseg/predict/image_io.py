@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 import warnings
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -116,11 +117,36 @@ def _load_path(path: Path, max_pixels: int) -> np.ndarray:
     except UnidentifiedImageError:
         raise ImageError(f"{name}: not an image file, or a format PIL cannot read") from None
     except Image.DecompressionBombError:
+        size = _header_size(path)  # PIL refused before our own check could name the size
+        if size is not None:
+            _check_size(size[0], size[1], min(max_pixels, _pil_limit()), name)
         raise ImageError(f"{name}: image is too large (PIL decompression-bomb guard)") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
         # truncated / corrupt data surfaces as any of these depending on the codec
         detail = " ".join(str(exc).split()) or type(exc).__name__
         raise ImageError(f"{name}: corrupt or truncated image ({detail})") from None
+
+
+_PIL_GUARD = threading.Lock()
+
+
+def _pil_limit() -> int:
+    """Pixels above which PIL refuses to open an image (twice its warning limit)."""
+    return 2 * int(Image.MAX_IMAGE_PIXELS or 0) or 2 ** 62
+
+
+def _header_size(path: Path) -> Optional[tuple[int, int]]:
+    """(width, height) from the file header with PIL's bomb guard off (nothing is decoded)."""
+    with _PIL_GUARD:
+        limit = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            with Image.open(path) as image:
+                return int(image.size[0]), int(image.size[1])
+        except Exception:  # the original error is reported instead
+            return None
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
 
 
 def pil_to_rgb_float(image: Image.Image, name: str = "image") -> np.ndarray:

@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
+import torch.nn.functional as F
 from PIL import Image
 
 from fgaseg.predict.image_io import to_uint8
 from fgaseg.predict.overlay import render_overlay
 from fgaseg.predict.palette import png_palette
+from fgaseg.predict.scores import ClassScores
 
 
 @dataclass
@@ -21,22 +23,23 @@ class SegmentationResult:
 
     Attributes:
         labels: int64 ``(H, W)`` class index per pixel, at the original image size.
-        scores: float32 ``(T, h, w)`` per-class scores from the segmenter (higher = more
-            likely; logits or probabilities depending on the mode). ``(h, w)`` is the size the
-            model saw: the original size unless the image was downscaled for inference
-            (see ``inference_size`` and ``predict(max_side=...)``).
         class_names: the T names, index = label value.
+        class_scores: the per-class scores from the segmenter (higher = more likely; logits
+            or probabilities depending on the mode) at the size the model saw
+            (``inference_size``), compact: classes the model pruned share one stored map.
+            ``scores`` (all T maps) and ``score_maps(...)`` (a few, any size) read it.
         image: uint8 ``(H, W, 3)`` RGB input as segmented (after EXIF rotation), or None.
         source: the input's path (or a description), for reports.
         timings: seconds spent per stage (``load``, ``inference``, ``postprocess``).
     """
 
     labels: np.ndarray
-    scores: np.ndarray
+    class_scores: ClassScores
     class_names: list[str]
     image: Optional[np.ndarray] = None
     source: Optional[str] = None
     timings: dict[str, float] = field(default_factory=dict)
+    _dense: Optional[np.ndarray] = field(default=None, repr=False, compare=False)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -46,7 +49,46 @@ class SegmentationResult:
     @property
     def inference_size(self) -> tuple[int, int]:
         """(width, height) at which the model ran."""
-        return int(self.scores.shape[2]), int(self.scores.shape[1])
+        height, width = self.class_scores.size
+        return width, height
+
+    @property
+    def scores(self) -> np.ndarray:
+        """float32 ``(T, h, w)``: every class's map at the inference size.
+
+        Built on first use and kept: T x h x w floats (3000 classes at 640x480 are 3.7 GB), so
+        with many classes prefer ``score_maps`` for the classes you need.
+        """
+        if self._dense is None:
+            self._dense = self.class_scores.to_dense().numpy()
+        return self._dense
+
+    def score_maps(self, classes: Sequence[Union[str, int]], *,
+                   size: str = "original") -> np.ndarray:
+        """float32 ``(n, H, W)`` score maps of the given class names (or indices).
+
+        ``size="original"``: bilinearly resized to the image size, as the labels were computed;
+        ``"inference"``: as the model produced them (``inference_size``).
+        """
+        if size not in ("original", "inference"):
+            raise ValueError(f"size must be 'original' or 'inference', not {size!r}")
+        index = [self._class_index(c) for c in classes]
+        maps = self.class_scores.maps(index)
+        height, width = self.labels.shape
+        if size == "original" and tuple(maps.shape[-2:]) != (height, width):
+            maps = F.interpolate(maps[None], size=(height, width), mode="bilinear",
+                                 align_corners=False)[0]
+        return maps.numpy()
+
+    def _class_index(self, name: Union[str, int]) -> int:
+        if isinstance(name, (int, np.integer)) and not isinstance(name, bool):
+            if not 0 <= int(name) < len(self.class_names):
+                raise IndexError(f"class index {name} out of range 0..{len(self.class_names) - 1}")
+            return int(name)
+        try:
+            return self.class_names.index(name)
+        except ValueError:
+            raise KeyError(f"{name!r} is not one of this result's classes") from None
 
     @property
     def pixel_share(self) -> dict[str, float]:

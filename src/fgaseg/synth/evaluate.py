@@ -53,6 +53,30 @@ def summarize(confusion: np.ndarray, unseen_mask: np.ndarray) -> Dict[str, float
     }
 
 
+ATTRIBUTES = ("colour", "pattern", "shape")
+
+
+def attribute_accuracy(confusion: np.ndarray, attributes: Sequence[Sequence[int]]) -> Dict[str, float]:
+    """Pixel accuracy (percent) of each attribute: predicted class shares the true one's value.
+
+    ``attributes[c]`` is class ``c``'s ``(colour, pattern, shape)`` indices. Read off the
+    confusion matrix, so a pixel labelled "red dotted square" where the truth is "red solid
+    square" counts as right in colour and shape and wrong in pattern.
+    """
+    attrs = np.asarray(attributes)
+    total = max(1, int(confusion.sum()))
+    return {
+        name: float(confusion[attrs[:, k][:, None] == attrs[:, k][None, :]].sum() / total * 100)
+        for k, name in enumerate(ATTRIBUTES)
+    }
+
+
+def attribute_chance(attributes: Sequence[Sequence[int]]) -> Dict[str, float]:
+    """Accuracy (percent) of guessing each attribute uniformly: 100 / number of values."""
+    attrs = np.asarray(attributes)
+    return {name: 100.0 / len(np.unique(attrs[:, k])) for k, name in enumerate(ATTRIBUTES)}
+
+
 def predict_labels(
     segmenter, scenes: SceneSet, indices: Sequence[int], class_names: Sequence[str], **kwargs
 ) -> np.ndarray:
@@ -91,6 +115,7 @@ def evaluate(
         if on_batch is not None:
             on_batch(len(indices))
     result = summarize(confusion, vocab.is_unseen())
+    result["attributes"] = attribute_accuracy(confusion, vocab.attributes)
     iou = iou_per_class(confusion) * 100
     result["per_class"] = {p: (None if np.isnan(v) else round(float(v), 2)) for p, v in zip(vocab.phrases, iou)}
     result["seconds"] = round(time.time() - start, 1)

@@ -49,6 +49,10 @@ class PretrainConfig:
     num_images: int = 12000  # half single objects, half scenes
     lr: float = 2e-3
     weight_decay: float = 0.1
+    # weight of a second term on the single-object half: each image against the prompts of
+    # ALL phrases (not only those in the batch), so every step sees the hard negatives that
+    # differ in one attribute only
+    vocab_loss: float = 0.0
     clip: CLIPConfig = field(default_factory=tiny_clip_config)
 
     def to_dict(self) -> dict:
@@ -67,6 +71,11 @@ def cache_key(config: PretrainConfig, world: WorldConfig, seed: int) -> str:
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def clip_cache_path(config: PretrainConfig, world: WorldConfig, seed: int) -> Path:
+    """Where the tiny CLIP for this config and seed is (or will be) cached."""
+    return cache_dir() / f"tiny-clip-{cache_key(config, world, seed)}.safetensors"
 
 
 def prompt(phrase: str) -> str:
@@ -110,6 +119,14 @@ def contrastive_loss(image_emb, text_emb, text_ids: torch.Tensor, logit_scale) -
     )
 
 
+def vocabulary_loss(image_emb, phrase_emb, class_ids: torch.Tensor, logit_scale) -> torch.Tensor:
+    """Cross-entropy of single-object images ``(B, D)`` over all phrase prompts ``(C, D)``."""
+    logits = logit_scale.clamp(max=math.log(100)).exp() * (
+        F.normalize(image_emb, dim=-1) @ F.normalize(phrase_emb, dim=-1).t()
+    )
+    return F.cross_entropy(logits, class_ids)
+
+
 def pretrain_clip(
     config: PretrainConfig, world: WorldConfig, seed: int = 0, progress: bool = True,
     log: Callable[[str], None] = print,
@@ -124,6 +141,9 @@ def pretrain_clip(
     text_ids = torch.tensor([text_index[t] for t in texts])
     is_single = torch.arange(len(texts)) < config.num_images // 2
     images_t = torch.from_numpy(images)  # (N, H, W, 3) uint8, converted per batch
+    phrase_tokens = tokenize([prompt(p) for p in vocab.phrases], context_length=config.clip.context_length)
+    phrase_index = {prompt(p): i for i, p in enumerate(vocab.phrases)}
+    single_class = torch.tensor([phrase_index.get(t, -1) for t in texts])
     gen_time = time.time() - start
 
     clip = build_clip(config.clip, seed=seed)
@@ -153,7 +173,12 @@ def pretrain_clip(
         ids = text_ids[idx]
         unique_ids, inverse = torch.unique(ids, return_inverse=True)
         text_emb = clip.encode_text(all_tokens[unique_ids])[inverse]
-        loss = contrastive_loss(clip.encode_image(batch), text_emb, ids, clip.logit_scale)
+        image_emb = clip.encode_image(batch)
+        loss = contrastive_loss(image_emb, text_emb, ids, clip.logit_scale)
+        if config.vocab_loss > 0:
+            loss = loss + config.vocab_loss * vocabulary_loss(
+                image_emb[:half], clip.encode_text(phrase_tokens), single_class[idx[:half]], clip.logit_scale
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(clip.parameters(), 1.0)
@@ -169,6 +194,7 @@ def pretrain_clip(
         "data_seconds": round(gen_time, 1),
         "train_seconds": round(time.time() - start - gen_time, 1),
         "final_loss": float(np.mean(losses[-20:])) if losses else float("nan"),
+        "loss_curve": [round(v, 4) for v in losses],
     }
     return clip, stats
 
@@ -229,7 +255,7 @@ def pretrained_tiny_clip(
     The cache file is ``cache_dir()/tiny-clip-<hash>.safetensors``; the hash covers the CLIP,
     pretraining and world configs and the seed. ``use_cache=False`` retrains and overwrites.
     """
-    path = cache_dir() / f"tiny-clip-{cache_key(config, world, seed)}.safetensors"
+    path = clip_cache_path(config, world, seed)
     if use_cache and path.is_file():
         try:
             clip = load_clip_file(path, config.clip)

@@ -102,6 +102,9 @@ def draw_objects(
     min_visible: float = 0.45,
     centred: bool = False,
     tries: int = 30,
+    pattern_dark: Tuple[float, float] = (0.2, 0.4),
+    noise: float = 7.0,
+    max_rotation: float = 180.0,
 ) -> Tuple[np.ndarray, np.ndarray, List[PlacedObject]]:
     """Render objects (later ones occlude earlier ones) over a cluttered background.
 
@@ -123,6 +126,8 @@ def draw_objects(
             else:
                 centre = rng.uniform(margin, size - margin, size=2)
             angle = rng.uniform(0, 2 * np.pi)
+            if max_rotation < 180:  # same draw, mapped to [-max_rotation, +max_rotation] degrees
+                angle = (angle - np.pi) * max_rotation / 180
             obj = PlacedObject(int(class_id), (float(centre[0]), float(centre[1])), float(radius), float(angle))
             shape = SHAPES[attributes[len(placed)][2]]
             mask = shape_mask(shape, yy, xx, obj.centre, obj.radius, obj.angle)
@@ -138,8 +143,8 @@ def draw_objects(
     for (colour, pattern, _), mask in zip(attributes, masks):
         rgb = np.asarray(COLOURS[colour_names[colour]], dtype=np.float32)
         rgb = np.clip(rgb + rng.normal(0, 12, size=3), 0, 255)
-        dark = rgb * rng.uniform(0.2, 0.4)
+        dark = rgb * rng.uniform(*pattern_dark)
         fill = np.where(pattern_mask(PATTERNS[pattern], yy, xx, rng)[..., None], dark, rgb)
         image[mask] = fill[mask]
-    image = image + rng.normal(0, 7, size=image.shape)
+    image = image + rng.normal(0, noise, size=image.shape)
     return np.clip(image, 0, 255).astype(np.uint8), label, placed

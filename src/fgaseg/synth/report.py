@@ -44,12 +44,18 @@ def fmt_mean_std(values: Sequence[float]) -> str:
 
 
 def results_table(rows: List[Dict[str, object]]) -> str:
-    """Markdown table of single runs: ``rows`` have ``name`` and the :data:`METRICS` keys."""
-    lines = ["| model | mIoU seen | mIoU unseen | hIoU | eval s |", "|---|---|---|---|---|"]
+    """Markdown table of single runs: ``rows`` have ``name`` and the :data:`METRICS` keys.
+
+    Rows with ``attributes`` (pixel accuracy of colour / pattern / shape) get those columns too.
+    """
+    lines = ["| model | mIoU seen | mIoU unseen | hIoU | colour % | pattern % | shape % | eval s |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in rows:
+        attrs = row.get("attributes") or {}
         lines.append(
             f"| {row['name']} | {fmt(row.get('mIoU_seen'))} | {fmt(row.get('mIoU_unseen'))} "
-            f"| {fmt(row.get('hIoU'))} | {fmt(row.get('seconds'))} |"
+            f"| {fmt(row.get('hIoU'))} | {fmt(attrs.get('colour'))} | {fmt(attrs.get('pattern'))} "
+            f"| {fmt(attrs.get('shape'))} | {fmt(row.get('seconds'))} |"
         )
     return "\n".join(lines)
 

@@ -124,4 +124,5 @@ def train_segmentation(
         "seconds": round(time.time() - start, 1),
         "seconds_per_step": round((time.time() - start) / max(1, config.steps), 3),
         "final_losses": {k: float(np.mean([h[k] for h in tail])) for k in tail[0]} if tail else {},
+        "loss_curve": [round(h["loss"], 4) for h in history],
     }

@@ -34,6 +34,9 @@ class WorldConfig:
     clutter_min: int = 3
     clutter_max: int = 8
     split_seed: int = 0
+    pattern_dark: Tuple[float, float] = (0.2, 0.4)  # brightness of stripes/dots vs the object colour
+    noise: float = 7.0  # std of the per-pixel Gaussian noise (0-255 scale)
+    max_rotation: float = 180.0  # objects are rotated by up to this many degrees either way
 
     def __post_init__(self) -> None:
         if self.image_size < 16:
@@ -91,6 +94,7 @@ def make_scene(
     image, label, _ = draw_objects(
         attributes, class_ids, world.image_size, rng, world.scaled_radius(),
         (world.clutter_min, world.clutter_max), centred=centred,
+        pattern_dark=tuple(world.pattern_dark), noise=world.noise, max_rotation=world.max_rotation,
     )
     # caption lists objects left to right, as a person describing the picture might
     order = sorted(range(len(class_ids)), key=lambda k: _centre_x(label, class_ids[k]))

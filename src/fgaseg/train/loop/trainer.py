@@ -95,6 +95,26 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200]
+
+
+def _check_model_state(model: nn.Module, state: Dict[str, torch.Tensor], path: Path) -> None:
+    """ConfigError naming the checkpoint and the first differing keys unless ``state`` fits."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state)
+                   if tuple(own[k].shape) != tuple(state[k].shape))
+    parts = [f"{label}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''} ({len(keys)})"
+             for label, keys in (("missing", missing), ("unexpected", unexpected),
+                                 ("wrong shape", wrong)) if keys]
+    if parts:
+        raise ConfigError(f"{path} was saved from a different model ({'; '.join(parts)}); "
+                          "resume with the model config it was trained with, or start a new "
+                          "run (--overwrite or another --out)")
+
+
 class Trainer:
     """Trains ``model`` on ``dataset`` as ``config`` says; see the module docstring."""
 
@@ -132,6 +152,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type,
                                            enabled=self.amp_dtype == torch.float16)
         self.ddp: Optional[nn.Module] = None
+        self._checked: Optional[tuple] = None  # (path, state) read by check_resume
 
     # -- construction ------------------------------------------------------------------------
     def _build_optimizer(self) -> torch.optim.Optimizer:
@@ -195,13 +216,36 @@ class Trainer:
         dist_utils.barrier()
         return path
 
-    def load(self, path: Path) -> None:
+    def check_resume(self, path: Path) -> None:
+        """Read and check checkpoint ``path`` now (see `read_checkpoint`); ``train(resume=path)``
+        then uses what was read instead of reading it again."""
+        self._checked = (Path(path), self.read_checkpoint(path))
+
+    def read_checkpoint(self, path: Path) -> dict:
+        """Load ``path`` and check that it fits this run (batch size, model keys and shapes,
+        optimizer groups) without changing anything: a misfit is one ConfigError line."""
         state = ckpt.load_checkpoint(path)
         if state.get("batch_size") != self.config.batch_size:
             raise ConfigError(f"{path} was trained with batch_size {state.get('batch_size')}; "
                               f"resume needs the same global batch (got {self.config.batch_size})")
+        _check_model_state(self.model, state["model"], path)
+        saved = [len(g["params"]) for g in state["optimizer"].get("param_groups", [])]
+        ours = [len(g["params"]) for g in self.optimizer.param_groups]
+        if saved != ours:
+            raise ConfigError(f"{path}: its optimizer has parameter groups of sizes {saved}, this "
+                              f"model {ours}; was the model config changed?")
+        return state
+
+    def load(self, path: Path) -> None:
+        """Continue from checkpoint ``path``."""
+        checked, self._checked = self._checked, None  # drop our reference once applied
+        state = checked[1] if checked and checked[0] == Path(path) else self.read_checkpoint(path)
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError, RuntimeError) as exc:
+            raise ConfigError(f"{path}: the optimizer state does not fit this model's parameters "
+                              f"({_one_line(exc)}); was the model config changed?") from None
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
