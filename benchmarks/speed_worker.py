@@ -79,11 +79,13 @@ class KeepRecorder:
         self.forced_keep = forced_keep
         self.counts: List[int] = []
 
-    def __call__(self, aux_logits, k):
+    def __call__(self, aux_logits, k, first=None):
         import torch
 
         if self.forced_keep is None:
-            keep = self.original(aux_logits, k)
+            # first: copies of a class, tied when ranked (model/topk.py); older rules lack it
+            keep = (self.original(aux_logits, k) if first is None
+                    else self.original(aux_logits, k, first))
         else:
             n = min(self.forced_keep, aux_logits.shape[1])
             keep = torch.sort(aux_logits.amax(dim=(0, 2, 3)).topk(n).indices).values

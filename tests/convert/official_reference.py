@@ -293,13 +293,16 @@ def _clip_block_dense(sd, p: str, x):
 
 
 def reference_image_features(sd, images, *, resolution: int, guidance_layers: Tuple[int, int],
-                             upsample: bool = True):
+                             upsample: bool = True, normalize: bool = True):
     """``images (B, 3, H, W)`` in [0, 1] -> ``(res3 (B, E, h, w), res4, res5)`` as CATSeg.forward
-    builds them (CLIP-normalise, bilinear resize, dense CLIP, hooks on two blocks, upsample1/2)."""
+    builds them (CLIP-normalise, bilinear resize, dense CLIP, hooks on two blocks, upsample1/2).
+    ``normalize=False``: ``images`` are already CLIP-normalised (only resized here)."""
     v = CLIP + "visual."
-    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
-    x = F.interpolate((images - mean) / std, size=(resolution, resolution), mode="bilinear", align_corners=False)
+    if normalize:
+        mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+        images = (images - mean) / std
+    x = F.interpolate(images, size=(resolution, resolution), mode="bilinear", align_corners=False)
     conv = sd[v + "conv1.weight"]
     patch, width = conv.shape[-1], conv.shape[0]
     x = F.conv2d(x, conv, stride=patch)
@@ -347,3 +350,144 @@ def reference_text(sd, token_ids) -> torch.Tensor:
     x = _ln(sd, CLIP + "ln_final", x.transpose(0, 1))
     feats = x[torch.arange(x.shape[0]), token_ids.argmax(dim=-1)] @ sd[CLIP + "text_projection"]
     return F.normalize(feats, dim=-1)
+
+
+# ----------------------------------------------------------------------------- fast inference (TopK)
+def reference_valid_idx(mask, topk: int):
+    """``Decoder_fast.get_valid_idx_from_mask``: ``mask (B, T, H, W)`` -> bool ``(B, T)``, the
+    same row for every image: classes among the top-``topk`` of some pixel of some image, ranked
+    with ``torch.argsort(mask, dim=1, descending=True)``."""
+    T, B = mask.size(1), mask.size(0)
+    order = torch.argsort(mask, dim=1, descending=True)
+    order = order[:, :topk].reshape(-1)
+    return (torch.bincount(order, minlength=T) > 0).repeat(B, 1)
+
+
+def reference_preselect(cost, pad_len: int):
+    """``Decoder_fast.forward`` pre-selection: ``cost (B, P, T, H, W)`` -> ``(B, pad_len)``, the
+    unsorted indices of ``topk(sorted=False)`` on the max cosine score of every class."""
+    best = cost.permute(0, 2, 1, 3, 4).flatten(-3).max(dim=-1)[0]
+    return best.topk(pad_len, dim=-1, sorted=False)[1]
+
+
+def reference_fast_inference(sd, img, text, res4, res5, *, kernel: int = 3, num_layers: int = 2,
+                             pad_len: int = 256, window: int = 12, heads: int = 4, topk: int = 16):
+    """``Decoder_fast.forward`` in eval mode (``conv_decoder_inference``, ``select_topk``).
+
+    Returns ``(B, T, 4H, 4W)``: ``sigmoid(logit)`` for kept classes, 0 for TopK-pruned ones,
+    -100 for classes left out by the pre-selection (each image / view selects its own; the
+    TopK masks are shared by the views position by position). Always ``cat`` fusion.
+    """
+    p = HEAD
+    B, T = text.shape[:2]
+    cost = torch.einsum("bchw,btpc->bpthw", F.normalize(img, dim=1), F.normalize(text, dim=-1))
+    classes = None
+    if pad_len > 0 and T > pad_len:
+        classes = reference_preselect(cost, pad_len)
+        text = torch.gather(F.normalize(text, dim=-1), 1,
+                            classes[..., None, None].expand(-1, -1, text.shape[2], text.shape[3]))
+        cost = torch.einsum("bchw,btpc->bpthw", F.normalize(img, dim=1), text)
+    x = _embed(sd, p + "conv1", cost)
+    local = _embed(sd, p + "conv2", local_alignment(sd, p, img, text, kernel))
+    app = F.relu(_conv(sd, p + "guidance_projection.0", img, 1))
+    dec = [F.relu(_conv(sd, p + f"decoder_guidance_projection.{i}.0", g, 1)) for i, g in enumerate((res4, res5))]
+    text_g = F.relu(_lin(sd, p + "text_guidance_projection.0", F.normalize(text.mean(dim=-2), dim=-1)))
+    Tc = x.shape[2]
+    x = _fuse(sd, p + "conv_cat", x, local, "cat")
+    aux0 = _conv(sd, p + "head_auxi_0", x.transpose(1, 2).flatten(0, 1), 1).view(B, Tc, *x.shape[-2:])
+    valid0 = reference_valid_idx(aux0, topk)  # (B, Tc)
+    x = torch.stack([x[i, :, valid0[i]] for i in range(B)], dim=0)
+    text_g = torch.stack([text_g[i, valid0[i]] for i in range(B)], dim=0)
+    for i in range(num_layers):
+        x = spatial_aggregation(sd, f"{p}layers.{i}.swin_block.", x, app, window, heads)
+        x = class_aggregation(sd, f"{p}layers.{i}.attention.", x, text_g, pad_len, heads, 1)
+    slices = x.transpose(1, 2).flatten(0, 1)
+    local_slices = local.transpose(1, 2).flatten(0, 1)[valid0.reshape(-1)]
+    slices = _fuse(sd, p + "conv_cat_decoder_1", slices, local_slices, "cat")
+    aux1 = _conv(sd, p + "head_auxi_1", slices, 1).view(B, -1, *slices.shape[-2:])
+    valid1 = reference_valid_idx(aux1, topk).reshape(-1)
+    y = up_block(sd, p + "decoder1.", slices[valid1], dec[0])
+    lp = p + "corr_local_decoder_projection."
+    l2 = F.conv_transpose2d(local_slices[valid1], sd[lp + "0.weight"], sd[lp + "0.bias"], stride=2)
+    l2 = F.relu(double_conv(sd, lp + "1.double_conv.", l2))
+    y = _fuse(sd, p + "conv_cat_decoder_2", y, l2, "cat")
+    aux2 = _conv(sd, p + "head_auxi_2", y, 1).view(B, -1, *y.shape[-2:])
+    valid2 = reference_valid_idx(aux2, topk).reshape(-1)
+    y = up_block(sd, p + "decoder2.", y[valid2], dec[1])
+    logits = _conv(sd, p + "head", y, 1).view(B, -1, *y.shape[-2:])
+    idx1, idx2 = valid0.clone(), valid1.clone()
+    idx2[valid1] = valid2
+    idx1[valid0] = idx2
+    out = torch.zeros(B, Tc, *logits.shape[-2:])
+    for i in range(B):
+        out[i, idx1[i]] = logits[i].sigmoid()
+    if classes is None:
+        return out
+    full = torch.full((B, T, *out.shape[-2:]), -100.0)
+    return full.scatter(1, classes[..., None, None].expand(-1, -1, *out.shape[-2:]), out)
+
+
+# ----------------------------------------------------------------------------- meta-architecture
+def reference_views_output(sd, clip_images, text, *, family: str, fast: bool, resolution: int,
+                           guidance_layers: Tuple[int, int], p2t_heads: int = 8, **head):
+    """What ``sem_seg_head`` returns for CLIP-normalised ``clip_images (B, 3, H, W)`` and CLIP
+    text ``(T, 1, C)``: resize, dense CLIP + guidance, P2Tformer (FGA-seg), head in eval mode."""
+    img, res4, res5 = reference_image_features(sd, clip_images, resolution=resolution,
+                                               guidance_layers=guidance_layers, normalize=False)
+    if family == "fgaseg":
+        text = reference_p2tformer(sd, img, text, heads=p2t_heads)
+    else:
+        text = text.unsqueeze(0).expand(img.shape[0], -1, -1, -1)
+    if fast:
+        return reference_fast_inference(sd, img, text, res4, res5, **head)
+    head.pop("topk", None)
+    return reference_head(sd, img, text, res4, res5, family=family, **head)[0]
+
+
+def _official_normalise(raw):
+    """Official: raw pixels ``(..., 3, H, W)`` in 0-255 minus ``clip_pixel_mean``, over ``clip_pixel_std``."""
+    mean = torch.tensor(CLIP_MEAN).view(-1, 1, 1) * 255
+    std = torch.tensor(CLIP_STD).view(-1, 1, 1) * 255
+    return (raw - mean) / std
+
+
+def reference_single_view(sd, image, text, *, out_size: Tuple[int, int], size_divisibility: int = 32, **kw):
+    """``FGASeg.forward`` eval, no sliding window: ``image (3, H, W)`` in [0, 1] -> ``(T, *out_size)``.
+
+    Normalise, zero-pad to a multiple of ``size_divisibility`` (``ImageList.from_tensors``), head,
+    ``sigmoid``, ``sem_seg_postprocess`` (crop to the unpadded size, bilinear to ``out_size``).
+    """
+    clip = _official_normalise(image * 255)
+    H, W = clip.shape[-2:]
+    pad_h = (H + size_divisibility - 1) // size_divisibility * size_divisibility - H
+    pad_w = (W + size_divisibility - 1) // size_divisibility * size_divisibility - W
+    clip = F.pad(clip, [0, pad_w, 0, pad_h], value=0.0)[None]
+    outputs = reference_views_output(sd, clip, text, **kw).sigmoid()
+    result = outputs[0][:, :H, :W][None]
+    return F.interpolate(result, size=out_size, mode="bilinear", align_corners=False)[0]
+
+
+def reference_sliding_window(sd, image, text, *, out_size: Tuple[int, int], crop: int = 384,
+                             overlap: float = 0.333, out_res: int = 640, view_batch: Optional[int] = None, **kw):
+    """``FGASeg.inference_sliding_window`` (its ``kernel`` is ``crop`` here): ``image (3, H, W)`` in
+    [0, 1] -> ``(T, *out_size)``. ``view_batch``: run the head on that many views at a time to
+    save memory (same result for the plain heads, which treat views independently; the fast
+    decoder couples them and ignores it)."""
+    stride = int(crop * (1 - overlap))
+    unfold = torch.nn.Unfold(kernel_size=crop, stride=stride)
+    fold = torch.nn.Fold([out_res, out_res], kernel_size=crop, stride=stride)
+    raw = image * 255
+    big = F.interpolate(raw[None], size=[out_res, out_res], mode="bilinear", align_corners=False).squeeze()
+    crops = unfold(big).T.reshape(-1, 3, crop, crop)  # "(C H W) L -> L C H W"
+    global_image = F.interpolate(raw[None], size=(crop, crop), mode="bilinear", align_corners=False)
+    views = torch.cat((crops, global_image), dim=0)
+    clip = _official_normalise(views)
+    step = clip.shape[0] if kw.get("fast") or not view_batch else view_batch
+    outputs = torch.cat([reference_views_output(sd, clip[s:s + step], text, **dict(kw))
+                         for s in range(0, clip.shape[0], step)], dim=0)
+    outputs = F.interpolate(outputs, size=crop, mode="bilinear", align_corners=False).sigmoid()
+    global_output = F.interpolate(outputs[-1:], size=[out_res, out_res], mode="bilinear", align_corners=False)
+    outputs = outputs[:-1]
+    outputs = fold(outputs.flatten(1).T) / fold(unfold(torch.ones([1, out_res, out_res])))
+    outputs = (outputs + global_output) / 2.0
+    return F.interpolate(outputs[0][None], size=out_size, mode="bilinear", align_corners=False)[0]

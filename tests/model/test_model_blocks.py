@@ -159,7 +159,7 @@ def test_preselection_keeps_best_classes():
     cost = torch.zeros(2, 1, 5, 2, 2)
     cost[0, 0, [1, 3], 0, 0] = 1.0
     cost[1, 0, [4, 0], 1, 1] = 1.0
-    assert preselect_classes(cost, 2).tolist() == [[1, 3], [0, 4]]
+    assert preselect_classes(cost, 2).sort(dim=-1)[0].tolist() == [[1, 3], [0, 4]]
 
 
 def test_topk_union_over_pixels_and_batch():
@@ -185,3 +185,23 @@ def test_sliding_merge_matches_fold_unfold():
     crops = fold(probs[:-1].flatten(1).T) / fold(unfold(torch.ones(1, 10, 10)))
     glob = F.interpolate(probs[-1:], size=(10, 10), mode="bilinear", align_corners=False)[0]
     assert torch.allclose(merged, (crops + glob) / 2, atol=1e-6)
+
+
+def test_copies_of_a_class_tie_exactly():
+    from fgaseg.model.topk import duplicate_ids, first_positions, tie_copies
+
+    text = torch.tensor([[1.0, 2.0], [3.0, 4.0], [1.0, 2.0], [5.0, 6.0], [3.0, 4.0]])
+    assert duplicate_ids(text).tolist() == [0, 1, 0, 3, 1]
+    assert first_positions(torch.tensor([[5, 3, 5, 3, 7], [1, 1, 2, 0, 2]])).tolist() == [[0, 1, 0, 1, 4],
+                                                                                          [0, 0, 2, 3, 2]]
+    # class 2 is a copy of class 0 whose score came out 1 ulp higher (chunked kernels); both tie
+    # with class 1 at the top-1 boundary: ranked as exact copies, class 0 wins as in the
+    # official code (where copies are bit-identical), not the copy
+    aux = torch.tensor([1.0, 1.0, 1.0, 0.0, 0.5]).view(1, 5, 1, 1)
+    aux[0, 2] = torch.nextafter(aux[0, 2], torch.tensor(2.0))
+    first = first_positions(duplicate_ids(text))
+    tied = tie_copies(aux, first)
+    assert tied[0, 2] == tied[0, 0]
+    assert topk_class_mask(aux, 1, first).tolist() == topk_class_mask(tied, 1).tolist()
+    assert not topk_class_mask(aux, 1, first)[2]
+    assert topk_class_mask(aux, 1)[2]  # without the copies rule the 1-ulp copy would win

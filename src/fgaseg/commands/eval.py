@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "naclip, maskclip")
     parser.add_argument("--sliding", action="store_true",
                         help="sliding-window inference (the paper's protocol)")
+    parser.add_argument("--protocol", choices=["default", "official"], default="default",
+                        help="official: reproduce the official code's final scores, quirks "
+                             "included (see docs/checkpoints.md); default: fgaseg's")
     parser.add_argument("--topk", type=int, default=None,
                         help="TopK class pruning (default: the model's; 0 = off)")
     parser.add_argument("--vocab", default=None,
@@ -42,6 +45,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also save the confusion matrix (rows = ground truth) as .npy")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_overwrite_argument(parser, "existing --out / --save-confusion files")
+
+
+def describe_protocol(protocol: str, sliding: bool) -> str:
+    """One line naming the scoring protocol of this evaluation."""
+    view = "sliding window" if sliding else "single view"
+    if protocol == "official":
+        return f"official ({view}; the official code's final scores, quirks included)"
+    return f"default ({view}; fgaseg's scoring, see docs/checkpoints.md)"
 
 
 def load_segmenter(method: str, weights: str, device):
@@ -82,7 +93,10 @@ def run(args: argparse.Namespace) -> int:
         dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
         settings = EvalSettings(sliding=args.sliding, topk=args.topk,
                                 min_size=args.min_size or None, limit=args.limit,
-                                amp_dtype=dtype, progress=not args.no_progress)
+                                amp_dtype=dtype, progress=not args.no_progress,
+                                protocol=args.protocol)
+        if info.is_main:
+            print(f"protocol: {describe_protocol(args.protocol, args.sliding)}")
         results = evaluate(segmenter, dataset, settings)
         matrix = results.pop("confusion_matrix")
         results.update({"method": args.method, "weights": str(args.weights),

@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--topk", type=int, default=None, metavar="K",
                         help="TopK class pruning while decoding (FGAseg fast decoder): keep "
                              "classes in some pixel's top K; 0 = off (default: the model's)")
+    parser.add_argument("--protocol", choices=("default", "official"), default="default",
+                        help="official: the official code's final scores, quirks included "
+                             "(FGAseg only; see docs/checkpoints.md)")
     parser.add_argument("--sliding", action="store_true",
                         help="sliding-window inference (the benchmark protocol; slower)")
     parser.add_argument("--bf16", action="store_true",
@@ -96,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
             if clash:
                 raise FGASegError(f"refusing to overwrite input file {clash[0]}")
             result = predict(segmenter, path, class_names, sliding=args.sliding,
-                             topk=args.topk, max_side=max_side, allow_duplicates=True)
+                             topk=args.topk, max_side=max_side, allow_duplicates=True,
+                             protocol=args.protocol)
             result.timings["total"] = time.perf_counter() - started
             result.save(out_dir, stems[path], opacity=args.opacity,
                         extra={"method": args.method, "weights": str(args.weights)})

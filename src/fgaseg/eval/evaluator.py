@@ -33,6 +33,7 @@ class EvalSettings:
     limit: Optional[int] = None        # only the first N images (quick checks)
     amp_dtype: Optional[torch.dtype] = None  # autocast dtype on GPU (None = float32)
     progress: bool = True
+    protocol: str = "default"          # "official": the official code's final scores (FGASeg only)
 
 
 def argmax_resized(scores: torch.Tensor, size: Sequence[int], chunk: int = 128) -> torch.Tensor:
@@ -65,6 +66,10 @@ def evaluate(segmenter, dataset, settings: Optional[EvalSettings] = None,
     ``dataset.num_classes`` classes named ``dataset.metric_class_names``.
     """
     settings = settings or EvalSettings()
+    if settings.protocol != "default":
+        from fgaseg.model.official_protocol import protocol_kwargs
+
+        protocol_kwargs(segmenter, settings.protocol)  # one-line error for other segmenters
     names = list(class_names if class_names is not None else dataset.class_names)
     device = segmenter.device
     segmenter.eval()
@@ -87,15 +92,22 @@ def evaluate(segmenter, dataset, settings: Optional[EvalSettings] = None,
         image = image.to(device)
         if settings.min_size:
             size = shortest_edge_size(height, width, settings.min_size, settings.max_size)
-            if size != (height, width):
+            if size != (height, width) and settings.protocol == "official":
+                from fgaseg.model.official_protocol import detectron2_resize
+
+                image = detectron2_resize(image, size)  # PIL on 8-bit pixels, as detectron2
+            elif size != (height, width):
                 image = F.interpolate(image[None], size=size, mode="bilinear",
                                       align_corners=False, antialias=True)[0].clamp_(0, 1)
         autocast = (torch.autocast(device.type, dtype=settings.amp_dtype)
                     if settings.amp_dtype is not None and device.type == "cuda"
                     else torch.autocast(device.type, enabled=False))
+        # official: the probabilities are resized once, straight to the label size
+        official = ({"protocol": "official", "output_size": (height, width)}
+                    if settings.protocol == "official" else {})
         with autocast:
             scores = segmenter.segment_logits(image[None], names, sliding=settings.sliding,
-                                              topk=settings.topk)[0]
+                                              topk=settings.topk, **official)[0]
         prediction = argmax_resized(scores, (height, width), settings.class_chunk)
         if hasattr(dataset, "map_prediction"):
             prediction = dataset.map_prediction(prediction)
@@ -105,6 +117,7 @@ def evaluate(segmenter, dataset, settings: Optional[EvalSettings] = None,
     results = confusion.compute(getattr(dataset, "metric_class_names", names))
     results.update({"dataset": getattr(dataset, "name", None), "num_images": count,
                     "sliding": settings.sliding, "topk": settings.topk,
+                    "protocol": settings.protocol,
                     "seconds_per_image": seconds / max(1, len(indices))})
     results["confusion_matrix"] = confusion.matrix.cpu()
     return results

@@ -9,11 +9,14 @@ aggregation stream. Also here: CAT-Seg's pre-selection of at most ``pad_len`` cl
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from fgaseg.model.dynamic_conv import per_class_conv2d
+from fgaseg.model.topk import tie_copies
 
 
 def cosine_cost_volume(img_feats: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
@@ -62,16 +65,20 @@ class Local_align(nn.Module):  # noqa: N801 - official name, kept for checkpoint
         return out.reshape(B, P, T, *out.shape[-2:])
 
 
-def preselect_classes(cost: torch.Tensor, keep: int) -> torch.Tensor:
+def preselect_classes(cost: torch.Tensor, keep: int, first: Optional[torch.Tensor] = None) -> torch.Tensor:
     """CAT-Seg's class pre-selection for more than ``pad_len`` classes.
 
     Keeps, per image, the ``keep`` classes with the highest maximum cosine score over prompts and
-    pixels. ``cost (B, P, T, h, w)`` -> indices ``(B, keep)`` sorted ascending (the order does not
-    change any output: aggregation is permutation-equivariant over classes).
+    pixels. ``cost (B, P, T, h, w)`` -> indices ``(B, keep)`` in the order of the official call
+    ``score.topk(keep, dim=-1, sorted=False)`` (not sorted): the same call picks the same classes
+    among equal scores, and the order decides which class wins a tie in the later TopK
+    (aggregation itself is permutation-equivariant over classes). ``first (T,)``: copies of a
+    class score exactly as their first copy (``fgaseg.model.topk.tie_copies``).
     """
-    score = cost.permute(0, 2, 1, 3, 4).flatten(2).max(dim=-1)[0]  # (B, T)
-    idx = score.topk(keep, dim=-1, sorted=False)[1]
-    return idx.sort(dim=-1)[0]
+    score = cost.permute(0, 2, 1, 3, 4).flatten(-3).max(dim=-1)[0]  # (B, T), as official
+    if first is not None:
+        score = tie_copies(score, first)
+    return score.topk(keep, dim=-1, sorted=False)[1]
 
 
 def gather_classes(x: torch.Tensor, idx: torch.Tensor, dim: int) -> torch.Tensor:

@@ -24,7 +24,7 @@ from fgaseg.model.class_aggregation import ClassTransformerLayer
 from fgaseg.model.config import FGASegConfig
 from fgaseg.model.cost_volume import Local_align, cosine_cost_volume, gather_classes, preselect_classes
 from fgaseg.model.swin_aggregation import SwinTransformerBlockWrapper
-from fgaseg.model.topk import keep_indices
+from fgaseg.model.topk import class_copies, first_positions, keep_indices, tie_copies
 from fgaseg.model.upsampling import DoubleConv, Up
 
 
@@ -162,8 +162,10 @@ class FGASegDecoder(nn.Module):
         y = y.baddbmm_(w2.to(dt).expand(n, -1, -1), l3)
         return y.reshape(n, -1, *shape[2:])
 
-    def _prepare(self, img_feats: torch.Tensor, gcs_text: torch.Tensor, text: torch.Tensor):
-        """Cost volumes, pre-selection, embeddings and guidance projections."""
+    def _prepare(self, img_feats: torch.Tensor, gcs_text: torch.Tensor, text: torch.Tensor,
+                 first: Optional[torch.Tensor] = None):
+        """Cost volumes, pre-selection (``first``: class copies, see ``topk.tie_copies``),
+        embeddings and guidance projections."""
         B = img_feats.shape[0]
         if gcs_text.dim() == 3:
             gcs_text = gcs_text.unsqueeze(0)
@@ -174,7 +176,7 @@ class FGASegDecoder(nn.Module):
         cost = cosine_cost_volume(img_feats, gcs_text)  # (B, P, T, h, w)
         selected = None
         if self.pad_len > 0 and cost.shape[2] > self.pad_len:
-            selected = preselect_classes(cost, self.pad_len)
+            selected = preselect_classes(cost, self.pad_len, first)
             cost = gather_classes(cost, selected, dim=2)
             text = gather_classes(text, selected, dim=1)
         x = _embed(self.conv1, cost)
@@ -240,13 +242,14 @@ class FGASegDecoder(nn.Module):
     @torch.no_grad()
     def infer(self, img_feats: torch.Tensor, gcs_text: torch.Tensor, text: torch.Tensor,
               guidance: Sequence[torch.Tensor], topk: Optional[int] = None,
-              chunk_size: Optional[int] = None) -> torch.Tensor:
+              chunk_size: Optional[int] = None, class_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Logits ``(B, T, 4h, 4w)`` in chunks of classes, with optional TopK pruning (fast mode).
 
         TopK keeps, at each of the three aux stages, the classes in some pixel's top-k over the
         whole batch (the views of one image); pruned classes get ``pruned_logit``. When the
         class pre-selection is active each image has its own class subset, so images are then
-        pruned one at a time.
+        pruned one at a time. ``class_ids (T,)``: first copy of every class (``topk.duplicate_ids``
+        of the CLIP text; default: of ``gcs_text``): copies are ranked and scored as exact ties.
         """
         B = img_feats.shape[0]
         T = gcs_text.shape[-3]
@@ -261,19 +264,27 @@ class FGASegDecoder(nn.Module):
                 gt = gcs_text if gcs_text.dim() == 3 else gcs_text[b:b + 1]
                 tt = text if text.dim() == 3 else text[b:b + 1]
                 outs.append(self.infer(img_feats[b:b + 1], gt, tt, [g[b:b + 1] for g in guidance],
-                                       topk, chunk_size))
+                                       topk, chunk_size, class_ids))
             return torch.cat(outs, dim=0)
 
-        x, local, app_g, text_g, selected = self._prepare(img_feats, gcs_text, text)
+        # copies of a class (same text) are tied exactly when ranked, as in the official code
+        ids = class_ids if class_ids is not None else class_copies(
+            gcs_text if gcs_text.dim() == 3 else gcs_text[0])  # (T,), None while exporting
+        x, local, app_g, text_g, selected = self._prepare(img_feats, gcs_text, text, ids)
+        if selected is not None and ids is not None:
+            ids = ids[selected]  # (B, Tc): the class of every position, per image
         dec_g = [proj(g) for proj, g in zip(self.decoder_guidance_projection, guidance)]
         Tc = x.shape[2]
         step = chunk_size or Tc
         kept = torch.arange(Tc, device=x.device)  # classes (of the Tc) still alive
 
+        def copies() -> Optional[torch.Tensor]:  # first copy of every alive position
+            return None if ids is None else first_positions(ids[..., kept])
+
         if use_topk:  # stage 0: prune before aggregation
             aux0 = torch.cat([_slices_head(self.head_auxi_0, _to_slices(x[:, :, s:s + step]), B)
                               for s in range(0, Tc, step)], dim=1)
-            keep = keep_indices(aux0, topk)
+            keep = keep_indices(aux0, topk, copies())
             if keep.numel() < Tc:
                 kept = keep
                 x, text_g = x[:, :, keep], text_g[:, keep]
@@ -286,7 +297,7 @@ class FGASegDecoder(nn.Module):
             n = x.shape[2]
             aux1 = torch.cat([_slices_head(self.head_auxi_1, _to_slices(x[:, :, s:s + step]), B)
                               for s in range(0, n, step)], dim=1)
-            keep = keep_indices(aux1, topk)
+            keep = keep_indices(aux1, topk, copies())
             if keep.numel() < n:
                 kept = kept[keep]
                 x = x[:, :, keep]
@@ -309,7 +320,7 @@ class FGASegDecoder(nn.Module):
                 if keep_cache:
                     cached.append(y.reshape(B, -1, *y.shape[1:]))
                 del y
-            keep = keep_indices(torch.cat(aux2_parts, dim=1), topk)
+            keep = keep_indices(torch.cat(aux2_parts, dim=1), topk, copies())
             if keep.numel() < n:
                 kept = kept[keep]
                 x = x[:, :, keep]
@@ -332,6 +343,8 @@ class FGASegDecoder(nn.Module):
             logits = torch.cat([self._decode2(self._decode1(x[:, :, s:s + step], local_of(s, s + step), dec_g)[0], dec_g, B)
                                 for s in range(0, n, step)], dim=1)
 
+        if ids is not None:
+            logits = tie_copies(logits, copies())
         if kept.numel() < Tc:
             full = logits.new_full((B, Tc, *logits.shape[2:]), self.pruned_logit)
             full[:, kept] = logits

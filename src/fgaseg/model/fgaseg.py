@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fgaseg.clip import CLIP, CLIP_MEAN, CLIP_STD, build_clip, encode_class_names
+from fgaseg.clip import CLIP, CLIP_MEAN, CLIP_STD, build_clip, encode_class_names, first_synonym
 from fgaseg.errors import ClassNamesError, ConfigError, ImageError
 from fgaseg.model.alignment_head import Projector
 from fgaseg.model.config import FGASegConfig
@@ -31,6 +31,7 @@ from fgaseg.model.parameters import apply_clip_finetune, parameter_groups
 from fgaseg.model.pretrained import load_into, resolve_source, save_pretrained
 from fgaseg.model.sliding_window import (make_plan, make_views, merge_views, probs_to_logits,
                                          sliding_window_probs)
+from fgaseg.model.topk import class_copies
 from fgaseg.predict.scores import ClassScores
 
 _TEXT_CHUNK = 256  # class names encoded per CLIP text pass
@@ -130,10 +131,18 @@ class FGASeg(nn.Module):
             return cached.clone() if cached.is_inference() and not torch.is_inference_mode_enabled() else cached
         if not use_cache:
             self._text_cache.clear()
+        # one pass per distinct prompt: copies of a class (e.g. ADE-847's repeated first
+        # synonyms) get bit-identical embeddings, so that they tie exactly (model/topk.py)
+        keys = [first_synonym(n) if isinstance(n, str) else n for n in names]
+        index = {key: i for i, key in reversed(list(enumerate(keys)))}
+        unique = [names[i] for i in sorted(set(index.values()))]
         with torch.no_grad() if use_cache else nullcontext():
-            parts = [encode_class_names(self.clip, names[s:s + _TEXT_CHUNK], templates)
-                     for s in range(0, max(len(names), 1), _TEXT_CHUNK)]
+            parts = [encode_class_names(self.clip, unique[s:s + _TEXT_CHUNK], templates)
+                     for s in range(0, max(len(unique), 1), _TEXT_CHUNK)]
         text = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
+        if len(unique) < len(names):
+            rank = {i: r for r, i in enumerate(sorted(set(index.values())))}
+            text = text[torch.tensor([rank[index[k]] for k in keys], device=text.device)]
         if use_cache:
             self._text_cache[key] = text
             while len(self._text_cache) > _TEXT_CACHE_SIZE:
@@ -224,7 +233,8 @@ class FGASeg(nn.Module):
         with autocast_context(self.inference_options, self.device):
             img, guidance = self.image_features(images)
             refined, gcs_text = self.refine_text(img, text, max(chunk, _P2T_CHUNK))
-            low = self.head.infer(img, gcs_text, refined, guidance, topk=topk, chunk_size=chunk)
+            low = self.head.infer(img, gcs_text, refined, guidance, topk=topk, chunk_size=chunk,
+                                  class_ids=class_copies(text))
         return low.float()
 
     def sliding_plan(self):
@@ -233,7 +243,9 @@ class FGASeg(nn.Module):
         return make_plan(window, c.sliding_overlap, c.sliding_resize)
 
     def segment_logits(self, images: torch.Tensor, class_names: Sequence[str], *, sliding: bool = False,
-                       topk: Optional[int] = None, chunk_size: Optional[int] = None) -> torch.Tensor:
+                       topk: Optional[int] = None, chunk_size: Optional[int] = None,
+                       protocol: str = "default",
+                       output_size: Optional[Tuple[int, int]] = None) -> torch.Tensor:
         """Per-pixel class scores ``(B, T, H, W)`` at the input size (eval mode, no grad).
 
         Scores are logits: ``sigmoid(score)`` is the class probability. ``topk=None`` uses
@@ -241,9 +253,33 @@ class FGASeg(nn.Module):
         pruned classes score ``config.pruned_logit``. ``sliding`` runs the paper's protocol
         (crops + global view, probabilities averaged; scores are their logits). Classes are
         processed ``chunk_size`` at a time (automatic when None); results do not depend on it.
+        ``protocol="official"`` reproduces the official code's final probabilities, quirks
+        included (see docs/checkpoints.md and :mod:`fgaseg.model.official_protocol`);
+        ``output_size (H', W')`` returns the scores at that size instead of the input size
+        (official: probabilities are resized, default: logits).
         """
+        from fgaseg.model.official_protocol import check_protocol, official_probabilities, probs_to_logits_
+
         images = self._check_images(images)
         names = self._check_names(class_names)
+        if check_protocol(protocol) == "official":
+            was_training = self.training
+            self.eval()
+            try:
+                with torch.inference_mode():
+                    images = images.to(self.device, self.pixel_mean.dtype)
+                    text = self.encode_classes(names)
+                    probs = official_probabilities(self, images, text, sliding=sliding,
+                                                   topk=self._resolve_topk(topk), chunk_size=chunk_size,
+                                                   output_size=output_size)
+                    return probs_to_logits_(probs)
+            finally:
+                self.train(was_training)
+        if output_size is not None and tuple(output_size) != tuple(images.shape[-2:]):
+            scores = self.segment_logits(images, names, sliding=sliding, topk=topk, chunk_size=chunk_size)
+            with torch.inference_mode():
+                return torch.cat([F.interpolate(scores[:, s:s + 64], size=tuple(output_size), mode="bilinear",
+                                                align_corners=False) for s in range(0, scores.shape[1], 64)], dim=1)
         was_training = self.training
         self.eval()
         try:
@@ -265,15 +301,27 @@ class FGASeg(nn.Module):
 
     def segment_scores(self, images: torch.Tensor, class_names: Sequence[str], *,
                        sliding: bool = False, topk: Optional[int] = None,
-                       chunk_size: Optional[int] = None) -> List[ClassScores]:
+                       chunk_size: Optional[int] = None,
+                       protocol: str = "default") -> List[ClassScores]:
         """:meth:`segment_logits` per image as compact `fgaseg.predict.scores.ClassScores`.
 
         Classes pruned everywhere (pre-selection / TopK) share one stored map, so memory grows
         with the surviving classes, not with T. ``scores[b].to_dense()`` equals
-        ``segment_logits(...)[b]`` bit for bit.
+        ``segment_logits(..., protocol=protocol)[b]`` bit for bit.
+
+        ``protocol="official"``: the official scores are computed densely (as
+        :meth:`segment_logits` does), then the largest group of bit-identical maps (e.g. the
+        classes TopK pruned in every view) is stored once (``ClassScores.from_dense_shared``);
+        only the storage is compact there, not the computation.
         """
+        from fgaseg.model.official_protocol import check_protocol
+
         images = self._check_images(images)
         names = self._check_names(class_names)
+        if check_protocol(protocol) == "official":
+            logits = self.segment_logits(images, names, sliding=sliding, topk=topk,
+                                         chunk_size=chunk_size, protocol=protocol)
+            return [ClassScores.from_dense_shared(image) for image in logits]
         was_training = self.training
         self.eval()
         try:

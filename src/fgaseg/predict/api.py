@@ -8,6 +8,7 @@ cache is reused across images and calls.
 
 from __future__ import annotations
 
+import inspect
 import time
 from typing import Any, Optional, Sequence, Union
 
@@ -16,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from fgaseg.errors import ConfigError, ImageError
+from fgaseg.model.official_protocol import protocol_kwargs
 from fgaseg.predict.class_names import ClassNames, parse_class_names
 from fgaseg.predict.image_io import MAX_PIXELS, describe, load_image, to_uint8
 from fgaseg.predict.result import SegmentationResult
@@ -33,7 +35,7 @@ _UPSAMPLE_BUDGET = UPSAMPLE_BUDGET
 def predict(segmenter: Any, images: Any, classes: ClassNames, *, sliding: bool = False,
             topk: Optional[int] = None, max_side: Optional[int] = DEFAULT_MAX_SIDE,
             max_pixels: int = MAX_PIXELS, keep_image: bool = True,
-            allow_duplicates: bool = False
+            allow_duplicates: bool = False, protocol: str = "default"
             ) -> Union[SegmentationResult, list[SegmentationResult]]:
     """Segment one image or a list of images with `classes`.
 
@@ -49,6 +51,9 @@ def predict(segmenter: Any, images: Any, classes: ClassNames, *, sliding: bool =
             returned at the original size. None or 0 = never downscale.
         max_pixels: larger images are refused with ImageError (default 40 MP).
         keep_image: keep the RGB input in the result (needed by ``overlay()``).
+        protocol: "default" or "official" (FGASeg only): the official code's final scores at
+            the size the model sees (``max_side=0``: the original size, exactly as the official
+            code); labels of downscaled images come from resized probabilities, as there.
     Returns:
         one SegmentationResult for a single image, a list for a list/batch.
     """
@@ -58,13 +63,14 @@ def predict(segmenter: Any, images: Any, classes: ClassNames, *, sliding: bool =
                           f"integer, got {topk!r}")
     if max_side is not None and max_side < 0:
         raise ConfigError(f"max_side must be positive (or 0/None for no limit), got {max_side}")
+    protocol_kw = protocol_kwargs(segmenter, protocol)
     batch, single = _as_list(images)
     results = []
     for index, source in enumerate(batch):
         try:
             results.append(_predict_one(segmenter, source, names, sliding=sliding, topk=topk,
                                         max_side=max_side or None, max_pixels=max_pixels,
-                                        keep_image=keep_image))
+                                        keep_image=keep_image, protocol_kw=protocol_kw))
         except ImageError as exc:
             if single:
                 raise
@@ -95,7 +101,7 @@ def _segmenter_device(segmenter: Any) -> torch.device:
 
 def _predict_one(segmenter: Any, source: Any, names: list[str], *, sliding: bool,
                  topk: Optional[int], max_side: Optional[int], max_pixels: int,
-                 keep_image: bool) -> SegmentationResult:
+                 keep_image: bool, protocol_kw: Optional[dict] = None) -> SegmentationResult:
     start = time.perf_counter()
     rgb = load_image(source, max_pixels=max_pixels)  # (H, W, 3) float in [0, 1]
     height, width = rgb.shape[:2]
@@ -108,13 +114,18 @@ def _predict_one(segmenter: Any, source: Any, names: list[str], *, sliding: bool
 
     with torch.no_grad():
         scores = _segment(segmenter, pixels.to(_segmenter_device(segmenter)), names,
-                          sliding=sliding, topk=topk, size=infer_size)
+                          sliding=sliding, topk=topk, size=infer_size,
+                          protocol_kw=protocol_kw or {})
     inferred = time.perf_counter()
 
     if infer_size == (height, width):
         labels = scores.argmax()
     else:
-        labels = scores.upsampled_argmax((height, width), budget=_UPSAMPLE_BUDGET)
+        # official protocol: probabilities are what the official code resizes (sigmoid is
+        # monotone and per element, so the compact storage carries over)
+        official = (protocol_kw or {}).get("protocol") == "official"
+        ranked = _probabilities(scores) if official else scores
+        labels = ranked.upsampled_argmax((height, width), budget=_UPSAMPLE_BUDGET)
     result = SegmentationResult(
         labels=labels.to("cpu", torch.int64).numpy(),
         class_scores=scores.cpu(),
@@ -134,18 +145,36 @@ def _output_names(segmenter: Any, names: list[str]) -> list[str]:
     return names
 
 
+def _probabilities(scores: ClassScores) -> ClassScores:
+    """``sigmoid`` of every map of ``scores``, stored the same way."""
+    return ClassScores(scores.values.sigmoid(), scores.classes, scores.num_classes, scores.shared)
+
+
+def _accepts_protocol(method: Any) -> bool:
+    try:
+        return "protocol" in inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def _segment(segmenter: Any, pixels: torch.Tensor, names: list[str], *, sliding: bool,
-             topk: Optional[int], size: tuple[int, int]) -> ClassScores:
+             topk: Optional[int], size: tuple[int, int],
+             protocol_kw: Optional[dict] = None) -> ClassScores:
     """Scores of one image ``(1, 3, h, w)``, compact when the segmenter can
-    (``segment_scores``: classes it pruned share one map), else from ``segment_logits``."""
+    (``segment_scores``: classes it pruned share one map), else from ``segment_logits``.
+    ``protocol_kw``: from ``protocol_kwargs`` (empty for the default protocol); a
+    ``segment_scores`` without a ``protocol`` keyword is then bypassed."""
+    protocol_kw = protocol_kw or {}
     expected = len(_output_names(segmenter, names))
-    if hasattr(segmenter, "segment_scores"):
-        scores = segmenter.segment_scores(pixels, names, sliding=sliding, topk=topk)[0]
+    if hasattr(segmenter, "segment_scores") and (
+            not protocol_kw or _accepts_protocol(segmenter.segment_scores)):
+        scores = segmenter.segment_scores(pixels, names, sliding=sliding, topk=topk,
+                                          **protocol_kw)[0]
         if scores.num_classes != expected or scores.size != size:
             raise RuntimeError(f"segmenter returned scores for {scores.num_classes} classes at "
                                f"{scores.size}, expected {expected} at {size}")
         return scores
-    logits = segmenter.segment_logits(pixels, names, sliding=sliding, topk=topk)
+    logits = segmenter.segment_logits(pixels, names, sliding=sliding, topk=topk, **protocol_kw)
     if logits.ndim != 4 or logits.shape[0] != 1 or logits.shape[1] != expected:
         raise RuntimeError(f"segmenter returned scores of shape {tuple(logits.shape)}, "
                            f"expected (1, {expected}, H, W)")

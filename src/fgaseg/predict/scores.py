@@ -64,6 +64,33 @@ class ClassScores:
         """All T maps of ``scores (T, h, w)`` stored."""
         return cls(scores, torch.arange(scores.shape[0]), scores.shape[0])
 
+    @classmethod
+    def from_dense_shared(cls, scores: torch.Tensor) -> "ClassScores":
+        """``scores (T, h, w)`` with the largest group of bit-identical maps stored once (for
+        scores computed densely, e.g. the official protocol, whose pruned classes are not marked
+        by one constant); ``to_dense()`` gives ``scores`` back bit for bit."""
+        T = scores.shape[0]
+        if T < 2 or scores.numel() == 0:
+            return cls.from_dense(scores)
+        flat = scores.reshape(T, -1)
+        low, high = torch.aminmax(flat, dim=1)
+        prints = torch.stack([low, high, flat.sum(dim=1, dtype=torch.float64).to(low.dtype),
+                              flat[:, 0], flat[:, -1]], dim=1)  # equal maps, equal prints
+        _, group, counts = torch.unique(prints, dim=0, return_inverse=True, return_counts=True)
+        if int(counts.max()) < 2:
+            return cls.from_dense(scores)
+        candidates = (group == int(counts.argmax())).nonzero().flatten()
+        ref = int(candidates[0])  # lowest index of the group: ties of argmax stay the same
+        same = torch.zeros(T, dtype=torch.bool, device=scores.device)
+        same[candidates] = (flat[candidates] == flat[ref]).all(dim=1)
+        if int(same.sum()) < 2:
+            return cls.from_dense(scores)
+        stored = ~same
+        stored[ref] = True
+        classes = stored.nonzero().flatten()
+        shared = int((classes == ref).nonzero()[0])
+        return cls(scores[classes], classes.cpu(), T, shared)
+
     @property
     def size(self) -> tuple[int, int]:
         """(h, w) of the stored maps."""
