@@ -108,3 +108,20 @@ def test_demo_rejects_a_bad_budget(capsys):
 
     assert main(["demo", "--steps", "0", "--quiet"]) == 2
     assert "error: --steps must be positive" in capsys.readouterr().err
+
+
+@needs_model
+def test_demo_refuses_to_replace_an_earlier_run(tmp_path, cache, capsys):
+    from fgaseg.cli import main
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--smoke", "--quiet", "--out", str(out)]) == 0
+    before = (out / "results.json").read_bytes()
+    assert main(["demo", "--smoke", "--quiet", "--seed", "1", "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (out / "results.json").read_bytes() == before  # nothing touched
+    assert main(["demo", "--smoke", "--quiet", "--seed", "1", "--out", str(out), "--overwrite"]) == 0
+    # an ablation with other settings is not silently replaced either
+    assert main(["demo", "--smoke", "--quiet", "--ablations", "--seeds", "0", "--out", str(tmp_path / "abl")]) == 0
+    assert main(["demo", "--smoke", "--quiet", "--ablations", "--seeds", "0", "--clip-steps", "4",
+                 "--out", str(tmp_path / "abl")]) == 2

@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also save the trained FGAseg to OUT/model (usable with `fgaseg segment`)")
     parser.add_argument("--smoke", action="store_true", help="a seconds-long run with tiny sizes (checks only)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    from fgaseg.commands.outputs import add_overwrite_argument
+
+    add_overwrite_argument(parser, "an earlier demo's results in --out (ablations resume instead)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,10 +55,23 @@ def run(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, pretrain=dataclasses.replace(config.pretrain, steps=args.clip_steps))
     config = dataclasses.replace(config, seed=args.seed, clip_seed=args.clip_seed, save_model=args.save_model)
     progress = not args.quiet
+    if not args.ablations and not args.overwrite:
+        # the one rule for commands that write (docs/usage.md); an ablation run with the same
+        # settings resumes from its ablations.json instead
+        from fgaseg.commands.outputs import refuse_existing
+
+        out = args.out
+        refuse_existing([out / "results.json", out / "results.md", out / "learning_curves.png",
+                         out / "overlays", out / "model"], "--out")
     start = time.time()
     if args.ablations:
         if not args.smoke:
             config = ablation_config(config, args.steps or ABLATION_STEPS, args.test_scenes or ABLATION_TEST_SCENES)
+        from fgaseg.synth.ablation import conflicts_with_previous
+
+        if conflicts_with_previous(args.out, config) and not args.overwrite:
+            raise ConfigError(f"{args.out / 'ablations.json'} holds an ablation made with other settings; "
+                              "pass --overwrite to replace it, or choose another --out")
         state = run_ablations(config, args.out, seeds=args.seeds, use_cache=not args.no_cache, progress=progress)
         print((args.out / "ablations.md").read_text())
         print(f"ablations finished in {time.time() - start:.0f} s; see {args.out}/ablations.json")

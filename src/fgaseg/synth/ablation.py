@@ -140,6 +140,12 @@ def _inference_variants(model, test, config: BenchmarkConfig, progress: bool) ->
     return out
 
 
+def conflicts_with_previous(out_dir: Path, config: BenchmarkConfig) -> bool:
+    """True when ``out_dir`` holds an ablation made with other settings (it cannot be resumed)."""
+    path = Path(out_dir) / "ablations.json"
+    return path.is_file() and not _load_previous(path, config)
+
+
 def _load_previous(path: Path, config: BenchmarkConfig) -> dict:
     import json
 
