@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from fgaseg.clip import CLIP, CLIPConfig, PROMPT_TEMPLATES_SINGLE, build_clip, tokenize
 from fgaseg.clip.preprocess import normalize
 from fgaseg.synth.vocabulary import Vocabulary, build_vocabulary
+from fgaseg.synth.render import IGNORE
 from fgaseg.synth.world import WorldConfig, generate_scenes
 
 CACHE_FORMAT = 1
@@ -57,6 +58,14 @@ class PretrainConfig:
     # tokens FGAseg's cost volume is built from (CAT-Seg's dense last block), so those tokens
     # are what the contrastive loss aligns with text
     pooling: str = "cls"
+    # weight of a region-text term (boxes, not masks): the dense tokens inside each object's
+    # bounding box are averaged and classified among all phrase prompts, so the tokens
+    # FGAseg's cost volume is built from carry the object's phrase (docs/synthetic.md)
+    region_loss: float = 1.0
+    # share of single objects whose text names fewer attributes ("a striped circle", "a
+    # circle"; the shape is always named), as web captions often do: texts that differ in
+    # shape only give the contrastive loss pure shape negatives
+    partial_captions: float = 0.0
     clip: CLIPConfig = field(default_factory=tiny_clip_config)
 
     def to_dict(self) -> dict:
@@ -87,9 +96,11 @@ def prompt(phrase: str) -> str:
 
 
 def build_pretraining_data(
-    world: WorldConfig, vocab: Vocabulary, num_images: int, seed: int, progress: bool = True
-) -> Tuple[np.ndarray, List[str]]:
-    """``images (N, H, W, 3) uint8`` and their texts: first singles with prompts, then scenes."""
+    world: WorldConfig, vocab: Vocabulary, num_images: int, seed: int, progress: bool = True,
+    partial_captions: float = 0.0,
+) -> Tuple[np.ndarray, List[str], np.ndarray]:
+    """``images (N, H, W, 3) uint8``, their texts (first singles with prompts, then scenes) and
+    ``labels (N, H, W) uint8`` (used only for the objects' bounding boxes)."""
     singles_count = num_images // 2
     desc = "world: CLIP images" if progress else None
     singles = generate_scenes(
@@ -99,15 +110,63 @@ def build_pretraining_data(
     scenes = generate_scenes(world, num_images - singles_count, seed, "clip-scenes", vocab=vocab, progress=desc)
     # a single object's text is its phrase in the segmentation prompt template
     single_texts = [prompt(c[2:]) for c in singles.captions]  # captions are "a <phrase>"
-    return np.concatenate([singles.images, scenes.images]), single_texts + scenes.captions
+    if partial_captions > 0:
+        rng = np.random.default_rng([seed, 7])
+        for i, caption in enumerate(singles.captions):
+            if rng.random() < partial_captions:
+                colour, pattern, shape = caption[2:].split(" ")
+                kept = [w for w in (colour, pattern) if rng.random() < 0.5]
+                single_texts[i] = prompt(" ".join(kept + [shape]))
+    return (
+        np.concatenate([singles.images, scenes.images]), single_texts + scenes.captions,
+        np.concatenate([singles.labels, scenes.labels]),
+    )
 
 
-def _augment(images: torch.Tensor, is_single: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Vertical flips for all (caption order is left to right), horizontal flips for singles."""
+def box_regions(labels: np.ndarray, patch: int, max_objects: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Each object's bounding box as a set of tokens.
+
+    ``labels (N, H, W)`` -> ``tokens (N, K, h, w) bool`` (tokens whose centre lies in the box of the
+    object's visible pixels; the token nearest the box centre when none does) and ``classes (N, K)``
+    (class id, -1 for no object), ``K = max_objects``.
+    """
+    n, height, width = labels.shape
+    h, w = height // patch, width // patch
+    cy = np.arange(h) * patch + patch / 2 - 0.5
+    cx = np.arange(w) * patch + patch / 2 - 0.5
+    tokens = np.zeros((n, max_objects, h, w), dtype=bool)
+    classes = np.full((n, max_objects), -1, dtype=np.int64)
+    for i, label in enumerate(labels):
+        ids = np.unique(label)
+        for k, c in enumerate(ids[ids != IGNORE][:max_objects]):
+            ys, xs = np.nonzero(label == c)
+            inside_y = (cy >= ys.min()) & (cy <= ys.max())
+            inside_x = (cx >= xs.min()) & (cx <= xs.max())
+            if not inside_y.any():
+                inside_y = np.arange(h) == np.argmin(np.abs(cy - (ys.min() + ys.max()) / 2))
+            if not inside_x.any():
+                inside_x = np.arange(w) == np.argmin(np.abs(cx - (xs.min() + xs.max()) / 2))
+            tokens[i, k] = inside_y[:, None] & inside_x[None, :]
+            classes[i, k] = c
+    return torch.from_numpy(tokens), torch.from_numpy(classes)
+
+
+def _augment(
+    images: torch.Tensor, is_single: torch.Tensor, generator: torch.Generator,
+    regions: Optional[torch.Tensor] = None,
+) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Vertical flips for all (caption order is left to right), horizontal flips for singles.
+
+    ``regions (B, K, h, w)`` token masks are flipped with their images.
+    """
     flip_v = torch.rand(images.shape[0], generator=generator) < 0.5
     flip_h = (torch.rand(images.shape[0], generator=generator) < 0.5) & is_single
     images = torch.where(flip_v[:, None, None, None], images.flip(2), images)
-    return torch.where(flip_h[:, None, None, None], images.flip(3), images)
+    images = torch.where(flip_h[:, None, None, None], images.flip(3), images)
+    if regions is not None:
+        regions = torch.where(flip_v[:, None, None, None], regions.flip(2), regions)
+        regions = torch.where(flip_h[:, None, None, None], regions.flip(3), regions)
+    return images, regions
 
 
 def contrastive_loss(image_emb, text_emb, text_ids: torch.Tensor, logit_scale) -> torch.Tensor:
@@ -132,6 +191,43 @@ def image_embedding(clip: CLIP, images: torch.Tensor, pooling: str = "cls") -> t
     raise ValueError(f"unknown pooling {pooling!r}; use 'cls' or 'dense_mean'")
 
 
+def embeddings_with_tokens(clip: CLIP, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """One pass for both: the CLS embedding ``(B, D)`` of the ordinary last block and the patch
+    tokens ``(B, h*w, D)`` of CAT-Seg's dense last block (what FGAseg's cost volume uses).
+
+    The last block shares its ``ln_1`` and q/k/v projections between the two, and its ordinary
+    attention and MLP run for the CLS query alone (nothing else reaches the CLS embedding).
+    """
+    visual = clip.visual
+    x = visual.embed(images)
+    blocks = visual.transformer.resblocks
+    for block in blocks[:-1]:
+        x = block(x)
+    last = blocks[-1]
+    attn = last.attn
+    q, k, v = attn.project_qkv(last.ln_1(x))
+    cls_attn = F.scaled_dot_product_attention(
+        attn.split_heads(q[:, :1]), attn.split_heads(k), attn.split_heads(v)
+    )
+    cls = x[:, :1] + attn.out_proj(attn.merge_heads(cls_attn))
+    cls = cls + last.mlp(last.ln_2(cls))
+    dense = attn.out_proj(v[:, 1:]) + x[:, :1]  # forward_dense, patch tokens only
+    dense = dense + last.mlp(last.ln_2(dense))
+    return visual.project(cls[:, 0]), visual.project(dense)
+
+
+def region_loss(tokens, regions, classes, phrase_emb, logit_scale) -> torch.Tensor:
+    """Cross-entropy of box-pooled tokens over all phrase prompts.
+
+    ``tokens (B, h*w, D)``, ``regions (B, K, h, w) bool``, ``classes (B, K)`` (-1 = none),
+    ``phrase_emb (C, D)``.
+    """
+    weights = regions.flatten(2).float()  # (B, K, h*w)
+    pooled = weights @ tokens / weights.sum(-1, keepdim=True).clamp(min=1)  # (B, K, D)
+    valid = classes >= 0
+    return vocabulary_loss(pooled[valid], phrase_emb, classes[valid], logit_scale)
+
+
 def vocabulary_loss(image_emb, phrase_emb, class_ids: torch.Tensor, logit_scale) -> torch.Tensor:
     """Cross-entropy of single-object images ``(B, D)`` over all phrase prompts ``(C, D)``."""
     logits = logit_scale.clamp(max=math.log(100)).exp() * (
@@ -147,7 +243,16 @@ def pretrain_clip(
     """Train a tiny CLIP from scratch; returns the model (eval mode) and stats."""
     vocab = build_vocabulary(world.split_seed)
     start = time.time()
-    images, texts = build_pretraining_data(world, vocab, config.num_images, seed, progress)
+    images, texts, labels = build_pretraining_data(
+        world, vocab, config.num_images, seed, progress, config.partial_captions
+    )
+    regions, region_classes = (
+        box_regions(labels, config.clip.vision_patch_size, world.max_objects)
+        if config.region_loss > 0 else (None, None)
+    )
+    # the class of each image's first object (a single object's class; unused for scenes)
+    single_class = torch.from_numpy(labels.reshape(len(labels), -1).min(1).astype(np.int64))
+    del labels
     unique_texts = sorted(set(texts))
     text_index = {t: i for i, t in enumerate(unique_texts)}
     all_tokens = tokenize(unique_texts, context_length=config.clip.context_length)
@@ -155,8 +260,6 @@ def pretrain_clip(
     is_single = torch.arange(len(texts)) < config.num_images // 2
     images_t = torch.from_numpy(images)  # (N, H, W, 3) uint8, converted per batch
     phrase_tokens = tokenize([prompt(p) for p in vocab.phrases], context_length=config.clip.context_length)
-    phrase_index = {prompt(p): i for i, p in enumerate(vocab.phrases)}
-    single_class = torch.tensor([phrase_index.get(t, -1) for t in texts])
     gen_time = time.time() - start
 
     clip = build_clip(config.clip, seed=seed)
@@ -182,15 +285,30 @@ def pretrain_clip(
             torch.randint(singles_n, len(texts), (config.batch_size - half,), generator=generator),
         ])
         batch = images_t[idx].permute(0, 3, 1, 2).float() / 255.0
-        batch = normalize(_augment(batch, is_single[idx], generator))
+        batch, batch_regions = _augment(
+            batch, is_single[idx], generator, regions[idx] if regions is not None else None
+        )
+        batch = normalize(batch)
         ids = text_ids[idx]
         unique_ids, inverse = torch.unique(ids, return_inverse=True)
         text_emb = clip.encode_text(all_tokens[unique_ids])[inverse]
-        image_emb = image_embedding(clip, batch, config.pooling)
+        if config.region_loss > 0 and config.pooling == "cls":
+            image_emb, tokens = embeddings_with_tokens(clip, batch)
+        else:
+            image_emb, tokens = image_embedding(clip, batch, config.pooling), None
         loss = contrastive_loss(image_emb, text_emb, ids, clip.logit_scale)
+        phrase_emb = (
+            clip.encode_text(phrase_tokens) if config.vocab_loss > 0 or config.region_loss > 0 else None
+        )
         if config.vocab_loss > 0:
             loss = loss + config.vocab_loss * vocabulary_loss(
-                image_emb[:half], clip.encode_text(phrase_tokens), single_class[idx[:half]], clip.logit_scale
+                image_emb[:half], phrase_emb, single_class[idx[:half]], clip.logit_scale
+            )
+        if config.region_loss > 0:
+            if tokens is None:
+                tokens = clip.encode_image_dense(batch).tokens
+            loss = loss + config.region_loss * region_loss(
+                tokens, batch_regions, region_classes[idx], phrase_emb, clip.logit_scale
             )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
