@@ -125,3 +125,31 @@ def test_demo_refuses_to_replace_an_earlier_run(tmp_path, cache, capsys):
     assert main(["demo", "--smoke", "--quiet", "--ablations", "--seeds", "0", "--out", str(tmp_path / "abl")]) == 0
     assert main(["demo", "--smoke", "--quiet", "--ablations", "--seeds", "0", "--clip-steps", "4",
                  "--out", str(tmp_path / "abl")]) == 2
+
+
+@needs_model
+def test_the_demo_learns_at_a_reduced_budget(tmp_path, cache):
+    """The demo's recipe (world, CLIP, FGAseg, loss) with a quarter of its steps.
+
+    Measured with this budget (seed 0, 2026-12-01): 6.5 / 5.2 mIoU seen / unseen, colour 88 %,
+    pattern 57 %, shape 25 % (docs/synthetic.md, "Reduced-budget test"). The thresholds sit
+    far above chance (0.7 mIoU; 17 / 33 % colour / pattern) and below the measured values.
+    Shape is not asserted: at this budget it is at chance (25 %), as it nearly is in the full
+    demo (31 %); issue 14's shape target is open.
+    """
+    import dataclasses
+
+    from fgaseg.synth.benchmark import demo_config, run_benchmark
+
+    base = demo_config()
+    config = dataclasses.replace(
+        base,
+        pretrain=dataclasses.replace(base.pretrain, steps=150, num_images=4000),
+        segtrain=dataclasses.replace(base.segtrain, steps=100, num_train_scenes=1000),
+        num_test_scenes=100, topk_rows=(), training_free_rows=(), num_overlays=0,
+    )
+    results = run_benchmark(config, out_dir=tmp_path / "reduced", progress=False, log=lambda *_: None)
+    row = results["rows"][0]
+    assert row["mIoU_seen"] >= 4.0 and row["mIoU_unseen"] >= 3.5, row
+    assert row["mIoU_unseen"] >= 0.6 * row["mIoU_seen"], row  # unseen phrases are composed
+    assert row["attributes"]["colour"] >= 75 and row["attributes"]["pattern"] >= 45, row
