@@ -188,18 +188,25 @@ class FGASegDecoder(nn.Module):
         text_guidance = self.text_guidance_projection(F.normalize(text.mean(dim=-2), dim=-1))
         return x, local, app_guidance, text_guidance, selected
 
-    def _decode1(self, x: torch.Tensor, local: Optional[torch.Tensor], guidance: Sequence[torch.Tensor]
+    def decoder_shares(self, guidance: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+        """Per-image guidance terms of the two Up-blocks (``Up.guidance_share`` of the projected
+        CLIP guidance): computed once per image, broadcast over every class chunk."""
+        return [up.guidance_share(proj(g)) for up, proj, g in
+                zip((self.decoder1, self.decoder2), self.decoder_guidance_projection, guidance)]
+
+    def _decode1(self, x: torch.Tensor, local: Optional[torch.Tensor], shares: Sequence[torch.Tensor]
                  ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Classes ``x (B, C, t, h, w)`` (already fused after aggregation) -> Up-block 1 + local
-        fusion 2: ``(B*t, d0, 2h, 2w)``, plus the aggregated slices for aux1."""
+        fusion 2: ``(B*t, d0, 2h, 2w)``, plus the aggregated slices for aux1. ``shares``: from
+        :meth:`decoder_shares`."""
         slices = _to_slices(x)
-        y = self.decoder1(slices, guidance[0])
+        y = self.decoder1(slices, share=shares[0])
         if local is not None:
             y = self._fuse("conv_cat_decoder_2", y, self.corr_local_decoder_projection(_to_slices(local)))
         return y, slices
 
-    def _decode2(self, y: torch.Tensor, guidance: Sequence[torch.Tensor], B: int) -> torch.Tensor:
-        return _slices_head(self.head, self.decoder2(y, guidance[1]), B)
+    def _decode2(self, y: torch.Tensor, shares: Sequence[torch.Tensor], B: int) -> torch.Tensor:
+        return _slices_head(self.head, self.decoder2(y, share=shares[1]), B)
 
     def _scatter(self, values: torch.Tensor, selected: Optional[torch.Tensor], T: int) -> torch.Tensor:
         """Put the pre-selected classes' maps back among ``T`` classes (others: pruned logit)."""
@@ -223,7 +230,7 @@ class FGASegDecoder(nn.Module):
         B = img_feats.shape[0]
         T = gcs_text.shape[-3]
         x, local, app_g, text_g, selected = self._prepare(img_feats, gcs_text, text)
-        dec_g = [proj(g) for proj, g in zip(self.decoder_guidance_projection, guidance)]
+        dec_g = self.decoder_shares(guidance)
         aux: List[Optional[torch.Tensor]] = [None, None, None]
         if self.fast:
             aux[0] = _slices_head(self.head_auxi_0, _to_slices(x), B)
@@ -273,7 +280,7 @@ class FGASegDecoder(nn.Module):
         x, local, app_g, text_g, selected = self._prepare(img_feats, gcs_text, text, ids)
         if selected is not None and ids is not None:
             ids = ids[selected]  # (B, Tc): the class of every position, per image
-        dec_g = [proj(g) for proj, g in zip(self.decoder_guidance_projection, guidance)]
+        dec_g = self.decoder_shares(guidance)
         Tc = x.shape[2]
         step = chunk_size or Tc
         kept = torch.arange(Tc, device=x.device)  # classes (of the Tc) still alive
