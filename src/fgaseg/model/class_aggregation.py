@@ -187,7 +187,7 @@ class ClassTransformerLayer(nn.Module):
         return _residual(att, F.linear(hidden, fc2.weight, fc2.bias))
 
     def forward(self, x: torch.Tensor, guidance: Optional[torch.Tensor],
-                chunk_size: Optional[int] = None) -> torch.Tensor:
+                chunk_size: Optional[int] = None, overwrite_input: bool = False) -> torch.Tensor:
         """Args:
             x: ``(B, C, T, H, W)`` cost embedding.
             guidance: ``(B, T, Cg)`` projected text guidance, or None.
@@ -195,6 +195,9 @@ class ClassTransformerLayer(nn.Module):
                 pixels (each pixel's class attention is independent of the others), so its
                 memory is bounded for any number of classes and no chunking over classes is
                 needed.
+            overwrite_input: the caller no longer needs ``x``: at inference the result may then
+                be written into ``x``'s memory (pixel chunk by pixel chunk, each one read
+                before it is written) instead of a new tensor.
 
         At inference the pixels are processed ``_ROWS // (B*T)`` at a time: all their
         (pixel, class) tokens go through LayerNorm, q|k|v, the attention, the MLP and the
@@ -216,7 +219,9 @@ class ClassTransformerLayer(nn.Module):
             y = y + tokens if same_size else y
         else:
             step = max(1, _ROWS // max(B * T, 1))
-            y = torch.empty_like(tokens)
+            # tokens is x itself (memory (B, H, W, T, C), as the Swin blocks write it) or a copy
+            own = tokens.untyped_storage().data_ptr() != x.untyped_storage().data_ptr()
+            y = tokens if same_size and (own or overwrite_input) else torch.empty_like(tokens)
             for p in range(0, L, step):
                 t = tokens[:, p:p + step]
                 part = self._pixels(t, w, bias, gqk, kv_pad, ks_pad)

@@ -47,7 +47,7 @@ class AggregatorLayer(nn.Module):
     def forward(self, x: torch.Tensor, appearance_guidance: Optional[torch.Tensor],
                 text_guidance: Optional[torch.Tensor], chunk_size: Optional[int] = None) -> torch.Tensor:
         x = self.swin_block(x, appearance_guidance, chunk_size)
-        return self.attention(x, text_guidance, chunk_size)
+        return self.attention(x, text_guidance, chunk_size, overwrite_input=True)  # x is ours
 
 
 @dataclass
@@ -63,6 +63,21 @@ def _embed(conv: nn.Conv2d, cost: torch.Tensor) -> torch.Tensor:
     B, P, T, h, w = cost.shape
     y = conv(cost.transpose(1, 2).reshape(B * T, P, h, w))
     return y.reshape(B, T, -1, h, w).transpose(1, 2)
+
+
+_CLASS_CHUNK = 16  # classes per pass of the cost embeddings and the 5-D fusions at inference
+
+
+def _inference() -> bool:
+    """No autograd and no graph capture: chunked loops writing into buffers are allowed."""
+    return not (torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling()
+                or torch.compiler.is_exporting())
+
+
+def _take(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """``x[:, :, keep]`` of ``x (B, C, T, h, w)``, in channels-innermost memory ``(B, K, h, w, C)``
+    (the layout of the Swin tokens and of channels-last decoder slices)."""
+    return x.permute(0, 2, 3, 4, 1)[:, keep].permute(0, 4, 1, 2, 3)
 
 
 def _to_slices(x: torch.Tensor) -> torch.Tensor:
@@ -138,10 +153,12 @@ class FGASegDecoder(nn.Module):
     def _fuse(self, lin_name: str, x: torch.Tensor, local: Optional[torch.Tensor]) -> torch.Tensor:
         """Fuse the aggregation stream with the local (LCS) embedding along channels (dim 1).
 
-        "cat": ``Linear([x, local])`` over channels without concatenating: on channels-first
-        tensors two batched GEMMs over the flattened positions (oneDNN runs the equivalent 1x1
-        convolution ~3x slower on these tall (C, T*h*w) inputs), on channels-last ones two 1x1
-        convolutions; "add": ``x + local``.
+        "cat": ``Linear([x, local])`` over channels without concatenating: two GEMMs over the
+        positions in channels-last order (``(B*T, C, h, w)`` slices or ``(B, C, T, h, w)``),
+        whose result has channels-innermost memory (what the Swin blocks and the channels-last
+        decoder slices read without a copy). At inference 5-D inputs go
+        ``_CLASS_CHUNK`` classes at a time into one buffer (small temporaries). "add":
+        ``x + local``.
         """
         if local is None:
             return x
@@ -149,18 +166,39 @@ class FGASegDecoder(nn.Module):
             return x + local
         lin = getattr(self, lin_name)
         c = x.shape[1]
-        shape = x.shape
         w1, w2 = lin.weight[:, :c], lin.weight[:, c:]
-        if x.dim() == 4 and not x.is_contiguous():  # channels-last decoder slices
-            return F.conv2d(x, w1[:, :, None, None]) + F.conv2d(local, w2[:, :, None, None], lin.bias)
-        n, device = shape[0], x.device.type
-        # baddbmm is not autocast-aware: give all operands the autocast dtype ourselves
-        dt = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
-        x3 = x.reshape(n, c, -1).to(dt)  # (N, C, positions)
-        l3 = local.reshape(n, local.shape[1], -1).to(dt)
-        y = torch.baddbmm(lin.bias[None, :, None].to(dt), w1.to(dt).expand(n, -1, -1), x3)
-        y = y.baddbmm_(w2.to(dt).expand(n, -1, -1), l3)
-        return y.reshape(n, -1, *shape[2:])
+        perm, inv = ((0, 2, 3, 1), (0, 3, 1, 2)) if x.dim() == 4 else ((0, 2, 3, 4, 1), (0, 4, 1, 2, 3))
+        xs, ls = x.permute(perm), local.permute(perm)  # channels last
+        if not _inference():
+            return (F.linear(xs, w1, lin.bias) + F.linear(ls, w2)).permute(inv)
+        if x.dim() == 4:
+            return F.linear(xs, w1, lin.bias).add_(F.linear(ls, w2)).permute(inv)
+        T, out = xs.shape[1], None
+        for s in range(0, T, _CLASS_CHUNK):
+            y = F.linear(xs[:, s:s + _CLASS_CHUNK], w1, lin.bias).add_(F.linear(ls[:, s:s + _CLASS_CHUNK], w2))
+            if out is None:
+                out = y.new_empty(y.shape[0], T, *y.shape[2:])
+            out[:, s:s + _CLASS_CHUNK] = y
+        return out.permute(inv)
+
+    def _embed_fuse(self, cost: torch.Tensor, lcs: Optional[torch.Tensor]
+                    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Inference form of ``fuse(embed1(cost), embed2(lcs))``: ``_CLASS_CHUNK`` classes at a
+        time into two ``(B, C, T, h, w)`` buffers with channels-innermost memory (the fused
+        stream and the LCS embedding), instead of five full-size temporaries."""
+        T = cost.shape[2]
+        x = local = None
+        for s in range(0, T, _CLASS_CHUNK):
+            e = _embed(self.conv1, cost[:, :, s:s + _CLASS_CHUNK])
+            el = None if lcs is None else _embed(self.conv2, lcs[:, :, s:s + _CLASS_CHUNK])
+            y = self._fuse("conv_cat", e, el).permute(0, 2, 3, 4, 1)  # (B, n, h, w, C)
+            if x is None:
+                x = y.new_empty(y.shape[0], T, *y.shape[2:])
+                local = None if el is None else y.new_empty(el.shape[0], T, *el.shape[3:], el.shape[1])
+            x[:, s:s + _CLASS_CHUNK] = y
+            if el is not None:
+                local[:, s:s + _CLASS_CHUNK] = el.permute(0, 2, 3, 4, 1)
+        return x.permute(0, 4, 1, 2, 3), None if local is None else local.permute(0, 4, 1, 2, 3)
 
     def _prepare(self, img_feats: torch.Tensor, gcs_text: torch.Tensor, text: torch.Tensor,
                  first: Optional[torch.Tensor] = None):
@@ -179,11 +217,13 @@ class FGASegDecoder(nn.Module):
             selected = preselect_classes(cost, self.pad_len, first)
             cost = gather_classes(cost, selected, dim=2)
             text = gather_classes(text, selected, dim=1)
-        x = _embed(self.conv1, cost)
-        local = None
-        if self.use_lcs:
-            local = _embed(self.conv2, self.Local_align(img_feats, text))
-        x = self._fuse("conv_cat", x, local)
+        lcs = self.Local_align(img_feats, text) if self.use_lcs else None
+        if _inference():
+            x, local = self._embed_fuse(cost, lcs)
+        else:
+            x = _embed(self.conv1, cost)
+            local = None if lcs is None else _embed(self.conv2, lcs)
+            x = self._fuse("conv_cat", x, local)
         app_guidance = self.guidance_projection(img_feats)
         text_guidance = self.text_guidance_projection(F.normalize(text.mean(dim=-2), dim=-1))
         return x, local, app_guidance, text_guidance, selected
@@ -294,8 +334,8 @@ class FGASegDecoder(nn.Module):
             keep = keep_indices(aux0, topk, copies())
             if keep.numel() < Tc:
                 kept = keep
-                x, text_g = x[:, :, keep], text_g[:, keep]
-                local = None if local is None else local[:, :, keep]
+                x, text_g = _take(x, keep), text_g[:, keep]
+                local = None if local is None else _take(local, keep)
         for layer in self.layers:
             x = layer(x, app_g, text_g, chunk_size)
         x = self._fuse("conv_cat_decoder_1", x, local)
@@ -307,8 +347,8 @@ class FGASegDecoder(nn.Module):
             keep = keep_indices(aux1, topk, copies())
             if keep.numel() < n:
                 kept = kept[keep]
-                x = x[:, :, keep]
-                local = None if local is None else local[:, :, keep]
+                x = _take(x, keep)
+                local = None if local is None else _take(local, keep)
 
         n = x.shape[2]
 
@@ -330,8 +370,8 @@ class FGASegDecoder(nn.Module):
             keep = keep_indices(torch.cat(aux2_parts, dim=1), topk, copies())
             if keep.numel() < n:
                 kept = kept[keep]
-                x = x[:, :, keep]
-                local = None if local is None else local[:, :, keep]
+                x = _take(x, keep)
+                local = None if local is None else _take(local, keep)
             if keep_cache:
                 cache = cached[0] if len(cached) == 1 else torch.cat(cached, dim=1)  # (B, n, d0, 2h, 2w)
                 del cached

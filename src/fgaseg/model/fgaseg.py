@@ -341,8 +341,8 @@ class FGASeg(nn.Module):
     def _upsampled_class_scores(self, low: torch.Tensor, size: Tuple[int, int]) -> List[ClassScores]:
         """:meth:`_upsample_scores` of ``low (B, T, h, w)`` as ClassScores per image.
 
-        The same classes are interpolated in the same chunks (bilinear results depend on how
-        channels are grouped, by float rounding), so the maps are bit-identical to it.
+        The same classes are interpolated in the same groups (:func:`_runs`; bilinear results
+        depend on how channels are grouped, by float rounding), so the maps are bit-identical.
         """
         B, T = low.shape[:2]
         step = max(1, (2 ** 26) // max(1, B * size[0] * size[1]))
@@ -352,13 +352,11 @@ class FGASeg(nn.Module):
         filled = pruned.to(index.device)[index]  # the stored pruned class, if any
         for v in values:
             v[filled] = self.config.pruned_logit
-        live = (~pruned).nonzero().flatten()
-        where = torch.searchsorted(index.to(live.device), live)  # position of each live class
-        for s in range(0, live.numel(), step):
-            source = low[:, s:s + step] if live.numel() == T else low[:, live[s:s + step]]
-            maps = F.interpolate(source, size=size, mode="bilinear", align_corners=False)
+        where = torch.searchsorted(index, torch.arange(T, device=index.device))  # class -> row
+        for s, e in _runs((~pruned).nonzero().flatten().tolist(), step):
+            maps = F.interpolate(low[:, s:e], size=size, mode="bilinear", align_corners=False)
             for b, v in enumerate(values):
-                v[where[s:s + step]] = maps[b]
+                v[where[s:e]] = maps[b]  # live classes are stored, in order: a run of rows
         return [ClassScores(v, index.cpu(), T, shared) for v in values]
 
     def _sliding_scores(self, image: torch.Tensor, text: torch.Tensor, k: Optional[int],
@@ -385,10 +383,13 @@ class FGASeg(nn.Module):
         return ClassScores(values, index.cpu(), T, shared)
 
     def _upsample_scores(self, low: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
-        """Bilinear resize of ``low (B, T, h, w)`` to ``size``, in bounded chunks of classes.
+        """Bilinear resize of ``low (B, T, h, w)`` to ``size``.
 
         Classes pruned everywhere (pre-selection / TopK: constant ``pruned_logit``) are filled
-        instead of interpolated; with many classes and TopK they are most of the output.
+        instead of interpolated; with many classes and TopK they are most of the output. Every
+        plane of the (large, freshly allocated) result is written once: the live classes are
+        interpolated run of consecutive classes by run (:func:`_runs`), for one image straight
+        into the result (the kernel ``F.interpolate`` calls, without a temporary and a copy).
         """
         B, T = low.shape[:2]
         H, W = size
@@ -398,16 +399,18 @@ class FGASeg(nn.Module):
         step = max(1, (2 ** 26) // max(1, B * H * W))
         pruned = (low == self.config.pruned_logit).flatten(2).all(dim=-1).all(dim=0)  # (T,)
         out = low.new_empty(B, T, H, W)
-        if not bool(pruned.any()):
-            for s in range(0, T, step):
-                out[:, s:s + step] = F.interpolate(low[:, s:s + step], size=(H, W), mode="bilinear",
-                                                   align_corners=False)
+        if B == 1:  # out[:, s:e] is contiguous: interpolate into it, no temporary, no copy
+            if bool(pruned.any()):
+                out.index_fill_(1, pruned.nonzero().flatten(), self.config.pruned_logit)
+            for s, e in _runs((~pruned).nonzero().flatten().tolist(), step):
+                torch._C._nn.upsample_bilinear2d(low[:, s:e], (H, W), False, None, None, out=out[:, s:e])
             return out
-        out.fill_(self.config.pruned_logit)
-        live = (~pruned).nonzero().flatten()
-        for s in range(0, live.numel(), step):
-            idx = live[s:s + step]
-            out[:, idx] = F.interpolate(low[:, idx], size=(H, W), mode="bilinear", align_corners=False)
+        # the bilinear kernel's rounding depends on how channels are grouped: the same runs as
+        # `_upsampled_class_scores`, so that its maps are bit-identical to these
+        if bool(pruned.any()):
+            out.index_fill_(1, pruned.nonzero().flatten(), self.config.pruned_logit)
+        for s, e in _runs((~pruned).nonzero().flatten().tolist(), step):
+            out[:, s:e] = F.interpolate(low[:, s:e], size=(H, W), mode="bilinear", align_corners=False)
         return out
 
     def predict(self, images: Any, classes: Any, **kw: Any) -> Any:
@@ -438,6 +441,18 @@ class FGASeg(nn.Module):
         load_into(model, state, assign=True)
         model._register_constants(torch.device("cpu"))
         return model.to(map_location)
+
+
+def _runs(indices: List[int], longest: int) -> List[Tuple[int, int]]:
+    """Ascending ``indices`` as ``[(start, stop), ...]`` runs of consecutive values, each at most
+    ``longest`` long."""
+    runs: List[Tuple[int, int]] = []
+    for i in indices:
+        if runs and runs[-1][1] == i and i - runs[-1][0] < longest:
+            runs[-1] = (runs[-1][0], i + 1)
+        else:
+            runs.append((i, i + 1))
+    return runs
 
 
 def _stored_classes(pruned: torch.Tensor) -> Tuple[torch.Tensor, Optional[int]]:

@@ -309,7 +309,9 @@ class SwinTransformerBlockWrapper(nn.Module):
         so ``chunk_size`` classes are processed at a time with identical results.
 
         The tokens stay in window order between the two blocks (one gather instead of
-        reverse + roll + partition)."""
+        reverse + roll + partition). The result is written in the class aggregation's token
+        layout: memory ``(B, H, W, T, C)``, returned as a ``(B, C, T, H, W)`` view, so that the
+        next stage reads it without another copy of every class slice."""
         B, C, T, H, W = x.shape
         g = None
         if appearance_guidance is not None and self.guidance_norm is not None:
@@ -317,12 +319,12 @@ class SwinTransformerBlockWrapper(nn.Module):
         g1, g2 = self.block_1.guidance_qk(g), self.block_2.guidance_qk(g)
         tokens = x.permute(0, 2, 3, 4, 1)  # (B, T, H, W, C)
         step = T if not chunk_size else chunk_size
-        out = x.new_empty(B, T, H, W, C)
+        out = x.new_empty(B, H, W, T, C)
         for start in range(0, T, step):
             t = tokens[:, start:start + step]
             n = t.shape[1]
             w = self.block_1.grid_to_windows(t.reshape(B * n, H, W, C))
             w = self.block_1.forward_windows(w, g1, B)
             w = self.block_2.forward_windows(w.index_select(1, self.reorder(w.device)), g2, B)
-            out[:, start:start + step] = self.block_2.windows_to_grid(w).view(B, n, H, W, C)
-        return out.permute(0, 4, 1, 2, 3)
+            out[:, :, :, start:start + step] = self.block_2.windows_to_grid(w).view(B, n, H, W, C).permute(0, 2, 3, 1, 4)
+        return out.permute(0, 4, 3, 1, 2)
