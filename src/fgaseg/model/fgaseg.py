@@ -29,7 +29,7 @@ from fgaseg.model.losses import check_targets, segmentation_losses
 from fgaseg.model.p2tformer import P2Tformer
 from fgaseg.model.parameters import apply_clip_finetune, parameter_groups
 from fgaseg.model.pretrained import load_into, resolve_source, save_pretrained
-from fgaseg.model.sliding_window import (make_plan, make_views, merge_views, probs_to_logits,
+from fgaseg.model.sliding_window import (make_plan, make_views, merge_chunk, merge_views, probs_to_logits,
                                          sliding_window_probs)
 from fgaseg.model.topk import class_copies
 from fgaseg.predict.scores import ClassScores
@@ -290,11 +290,9 @@ class FGASeg(nn.Module):
                 k = self._resolve_topk(topk)
                 if sliding:
                     plan = self.sliding_plan()
-                    merge_chunk = max(1, (2 ** 26) // (plan.num_views * plan.window ** 2))
-                    outs = [probs_to_logits(sliding_window_probs(
-                        image, plan, lambda views: self._infer_low(views, text, k, chunk_size), merge_chunk))
-                        for image in images]
-                    return torch.stack(outs, dim=0)
+                    outs = [sliding_window_probs(image, plan, lambda views: self._infer_low(views, text, k, chunk_size),
+                                                 merge_chunk(plan), logits=True) for image in images]
+                    return outs[0][None] if len(outs) == 1 else torch.stack(outs, dim=0)
                 low = self._infer_low(images, text, k, chunk_size)
                 return self._upsample_scores(low, tuple(images.shape[-2:]))
         finally:
@@ -371,7 +369,7 @@ class FGASeg(nn.Module):
         values = views.new_empty(index.numel(), *size)
         # merged in the same class chunks as segment_logits (results depend on the grouping by
         # float rounding); chunks without a stored class are skipped
-        step = max(1, (2 ** 26) // (plan.num_views * plan.window ** 2))
+        step = merge_chunk(plan)
         where = torch.searchsorted(index, torch.arange(T, device=index.device))
         wanted = torch.zeros(T, dtype=torch.bool, device=index.device)
         wanted[index] = True
