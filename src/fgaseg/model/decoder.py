@@ -360,12 +360,15 @@ class FGASegDecoder(nn.Module):
             # decoded twice; otherwise they are recomputed chunk by chunk.
             d0, h2, w2 = self.config.decoder_dims[0], x.shape[-2] * 2, x.shape[-1] * 2
             keep_cache = B * n * d0 * h2 * w2 * x.element_size() <= _DECODE_CACHE_BYTES
-            aux2_parts, cached = [], []
+            aux2_parts, cache = [], None
             for s in range(0, n, step):
                 y, _ = self._decode1(x[:, :, s:s + step], local_of(s, s + step), dec_g)
                 aux2_parts.append(_slices_head(self.head_auxi_2, y, B))
-                if keep_cache:
-                    cached.append(y.reshape(B, -1, *y.shape[1:]))
+                if keep_cache:  # (B, n, 2h, 2w, d0): channels-last slices without a transposition
+                    y = y.permute(0, 2, 3, 1)
+                    if cache is None:
+                        cache = y.new_empty(B, n, *y.shape[1:])
+                    cache[:, s:s + step] = y.reshape(B, -1, *y.shape[1:])
                 del y
             keep = keep_indices(torch.cat(aux2_parts, dim=1), topk, copies())
             if keep.numel() < n:
@@ -373,14 +376,11 @@ class FGASegDecoder(nn.Module):
                 x = _take(x, keep)
                 local = None if local is None else _take(local, keep)
             if keep_cache:
-                cache = cached[0] if len(cached) == 1 else torch.cat(cached, dim=1)  # (B, n, d0, 2h, 2w)
-                del cached
                 if keep.numel() < n:
                     cache = cache[:, keep]
                 n = x.shape[2]
                 logits = torch.cat([
-                    self._decode2(cache[:, s:s + step].flatten(0, 1).contiguous(memory_format=torch.channels_last),
-                                  dec_g, B)
+                    self._decode2(cache[:, s:s + step].flatten(0, 1).permute(0, 3, 1, 2), dec_g, B)
                     for s in range(0, n, step)], dim=1)
             else:
                 n = x.shape[2]
