@@ -2,6 +2,7 @@
 
     python benchmarks/profile_head.py                      # 150 and 847 classes, plain + fast
     python benchmarks/profile_head.py --classes 150 --decoders plain --reps 3 --detail
+    python benchmarks/profile_head.py --ref main     # before -> after, interleaved in one process
 
 Protocol: CLIP ViT-B/16 at 384², one 384² view, batch 1, random (seeded) weights, fp32,
 ``segment_logits`` under ``inference_mode``, ``--threads`` intra-op threads (default 1, so that
@@ -14,6 +15,11 @@ median over ``--reps`` passes after a warm-up. Multiply-accumulates are counted 
 pass by torch's flop counter (plus the fused CPU attention and in-place ``baddbmm_``, as in
 ``speed_worker.py``), attributed to the innermost stage running when the op was dispatched.
 "other" is the rest of the wall time (layout changes, gathers, Python glue outside any stage).
+
+``--ref REV``: also profile the implementation of git revision ``REV`` (loaded next to this
+checkout's, see ``compare_impl.py``) with the same weights, alternating the two rep by rep, and
+print both side by side with the per-stage speed-up (on a shared machine the only fair way to
+compare stages of two implementations).
 """
 
 from __future__ import annotations
@@ -71,9 +77,11 @@ class StageTimer:
         self.calls.clear()
 
 
-def instrument(model: Any, timer: StageTimer, detail: bool) -> None:
-    """Wrap every stage of ``model`` (an ``FGASeg``) and of the decoder module's helpers."""
-    import fgaseg.model.decoder as dec
+def instrument(model: Any, timer: StageTimer, detail: bool, dec: Any = None) -> None:
+    """Wrap every stage of ``model`` (an ``FGASeg``) and of the decoder module's helpers
+    (``dec``: the ``fgaseg.model.decoder`` module the model was built from)."""
+    if dec is None:
+        import fgaseg.model.decoder as dec
 
     head = model.head
     timer.wrap(model.clip, "encode_image_dense", "CLIP image tower (floor)")
@@ -91,6 +99,8 @@ def instrument(model: Any, timer: StageTimer, detail: bool) -> None:
     timer.wrap(head, "_fuse", "cat fusions")
     for m in [head.guidance_projection, head.text_guidance_projection, *head.decoder_guidance_projection]:
         timer.wrap(m, "forward", "guidance projections")
+    if hasattr(head, "decoder_shares"):  # the Up-blocks' guidance convs, once per image
+        timer.wrap(head, "decoder_shares", "guidance projections")
     for layer in head.layers:
         timer.wrap(layer.swin_block, "forward", "Swin spatial aggregation")
         timer.wrap(layer.attention, "forward", "class aggregation")
@@ -138,16 +148,21 @@ def count_flops(run_once: Callable[[], Any], timer: StageTimer) -> float:
     return counter.get_total_flops() / 2e9
 
 
-def build(decoder: str, classes: int, seed: int = 0):
-    """``(run_once, model)`` for a decoder kind ("plain" / "fast") and a class count."""
+def build(decoder: str, classes: int, seed: int = 0, pkg: Optional[Dict[str, Any]] = None):
+    """``(run_once, model)`` for a decoder kind ("plain" / "fast") and a class count; ``pkg``: a
+    package loaded by ``compare_impl.load_package`` (default: the importable ``fgaseg``)."""
     import torch
 
-    from fgaseg.model import FGASeg, fgaseg_vitb16_384
-
+    if pkg is None:
+        from fgaseg.model import fgaseg_vitb16_384
+        from fgaseg.model.fgaseg import FGASeg
+    else:
+        FGASeg, fgaseg_vitb16_384 = pkg["FGASeg"], pkg["model"].fgaseg_vitb16_384
     torch.manual_seed(seed)
     config = (fgaseg_vitb16_384(decoder_mode="plain", topk=None) if decoder == "plain"
               else fgaseg_vitb16_384(decoder_mode="fast", topk=16))
     model = FGASeg(config).eval()
+    torch.manual_seed(seed + 1)
     image = torch.rand(1, 3, 384, 384)
     names = class_names(classes)
     with torch.inference_mode():
@@ -159,34 +174,101 @@ def build(decoder: str, classes: int, seed: int = 0):
     return run_once, model
 
 
-def profile(decoder: str, classes: int, reps: int, detail: bool) -> Dict[str, Any]:
-    import torch  # noqa: F401
+def _one_rep(run_once: Callable[[], Any], timer: StageTimer) -> Tuple[float, Dict[str, float]]:
+    timer.reset()
+    start = time.perf_counter()
+    out = run_once()
+    wall = time.perf_counter() - start
+    del out
+    rep = dict(timer.seconds)
+    rep[OTHER] = wall - sum(rep.values())
+    return wall, rep
 
+
+def _summarise(decoder: str, classes: int, timer: StageTimer, gmac_total: float,
+               gmac: Dict[str, float], walls: List[float], per_rep: List[Dict[str, float]],
+               calls: Dict[str, int]) -> Dict[str, Any]:
+    names = list(dict.fromkeys([*per_rep[0].keys(), *gmac.keys()]))
+    rows = [{"stage": name, "calls": calls.get(name, 0), "gmac": gmac.get(name, 0.0),
+             "s": statistics.median(r.get(name, 0.0) for r in per_rep)} for name in names]
+    return {"decoder": decoder, "classes": classes, "wall": statistics.median(walls), "walls": walls,
+            "gmac_total": gmac_total, "rows": rows}
+
+
+def profile(decoder: str, classes: int, reps: int, detail: bool) -> Dict[str, Any]:
     run_once, model = build(decoder, classes)
     timer = StageTimer()
     instrument(model, timer, detail)
     gmac_total = count_flops(run_once, timer)
     gmac = {k: v / 2e9 for k, v in timer.flops.items()}
     run_once()  # warm-up (the flop pass is not one: it decomposes some ops)
-    per_rep: List[Dict[str, float]] = []
-    walls: List[float] = []
+    walls, per_rep = [], []
     for _ in range(reps):
-        timer.reset()
-        start = time.perf_counter()
-        out = run_once()
-        walls.append(time.perf_counter() - start)
-        del out
-        rep = dict(timer.seconds)
-        rep[OTHER] = walls[-1] - sum(rep.values())
+        wall, rep = _one_rep(run_once, timer)
+        walls.append(wall)
         per_rep.append(rep)
-        calls = dict(timer.calls)
-    names = list(dict.fromkeys([*per_rep[0].keys(), *gmac.keys()]))
-    rows = []
-    for name in names:
-        seconds = statistics.median(r.get(name, 0.0) for r in per_rep)
-        rows.append({"stage": name, "calls": calls.get(name, 0), "gmac": gmac.get(name, 0.0), "s": seconds})
-    return {"decoder": decoder, "classes": classes, "wall": statistics.median(walls), "walls": walls,
-            "gmac_total": gmac_total, "rows": rows}
+    return _summarise(decoder, classes, timer, gmac_total, gmac, walls, per_rep, dict(timer.calls))
+
+
+def profile_pair(decoder: str, classes: int, reps: int, detail: bool, ref: str) -> List[Dict[str, Any]]:
+    """Reference revision and this checkout, same weights, reps alternated."""
+    import tempfile
+
+    import torch
+
+    from compare_impl import extract, load_package, run_with
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pkgs = [load_package(extract(ref, Path(tmp))), load_package(Path(__file__).resolve().parents[1] / "src")]
+        built = [run_with(p, lambda p=p: build(decoder, classes, pkg=p)) for p in pkgs]
+        built[1][1].load_state_dict(built[0][1].state_dict())  # (clears its text cache)
+        with torch.inference_mode():
+            run_with(pkgs[1], lambda: built[1][1].encode_classes(class_names(classes)))
+        state = []
+        for pkg, (run_once, model) in zip(pkgs, built):
+            timer = StageTimer()
+            instrument(model, timer, detail, pkg["modules"]["fgaseg.model.decoder"])
+            run = (lambda pkg=pkg, run_once=run_once: run_with(pkg, run_once))
+            total = count_flops(run, timer)
+            state.append({"run": run, "timer": timer, "total": total, "walls": [], "reps": [],
+                          "gmac": {k: v / 2e9 for k, v in timer.flops.items()}})
+            run()  # warm-up
+        for r in range(reps):
+            for st in (state if r % 2 == 0 else state[::-1]):
+                wall, rep = _one_rep(st["run"], st["timer"])
+                st["walls"].append(wall)
+                st["reps"].append(rep)
+                st["calls"] = dict(st["timer"].calls)
+        return [_summarise(decoder, classes, st["timer"], st["total"], st["gmac"], st["walls"], st["reps"],
+                           st["calls"]) for st in state]
+
+
+def render_pair(before: Dict[str, Any], after: Dict[str, Any], ref: str) -> str:
+    """Both profiles as one table: GMAC, seconds and GMAC/s before -> after, and the speed-up."""
+    b_rows = {r["stage"]: r for r in before["rows"]}
+    a_rows = {r["stage"]: r for r in after["rows"]}
+    names = list(dict.fromkeys([*b_rows, *a_rows]))
+    tower = [n for n in names if n.startswith("CLIP image tower")]
+    rest = sorted((n for n in names if n not in tower), key=lambda n: -b_rows.get(n, {"s": 0})["s"])
+
+    def rate(r: Optional[Dict[str, Any]]) -> str:
+        return f"{r['gmac'] / r['s']:.0f}" if r and r["s"] > 0 and r["gmac"] >= 0.05 else ""
+
+    tower_s = [r[tower[0]]["s"] if tower else 0.0 for r in (b_rows, a_rows)]
+    lines = [f"### {after['decoder']} decoder, {after['classes']} classes: {before['wall']:.2f} s → "
+             f"{after['wall']:.2f} s ({before['wall'] / after['wall']:.2f}×; {before['gmac_total']:.0f} → "
+             f"{after['gmac_total']:.0f} GMAC; "
+             + (f"{before['wall'] / tower_s[0]:.2f}× → {after['wall'] / tower_s[1]:.2f}× the tower's time"
+                if all(tower_s) else "") + f"), medians of {len(after['walls'])} alternated reps",
+             "", f"| stage | GMAC {ref} → now | s {ref} → now | GMAC/s {ref} → now | speed-up |",
+             "|---|---|---|---|---|"]
+    for n in tower + rest:
+        b, a = b_rows.get(n), a_rows.get(n)
+        bs, as_ = (b["s"] if b else 0.0), (a["s"] if a else 0.0)
+        up = f"{bs / as_:.2f}×" if bs > 0.005 and as_ > 0.005 else ""
+        lines.append(f"| {n} | {b['gmac'] if b else 0:.2f} → {a['gmac'] if a else 0:.2f} | {bs:.3f} → {as_:.3f} | "
+                     f"{rate(b)} → {rate(a)} | {up} |")
+    return "\n".join(lines)
 
 
 def render(result: Dict[str, Any]) -> str:
@@ -220,6 +302,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--detail", action="store_true", help="also split Swin / class agg / decoder norms")
     parser.add_argument("--out", type=Path, default=None, help="also write the markdown here")
+    parser.add_argument("--ref", default=None, help="git revision to profile alongside (before -> after)")
     args = parser.parse_args(argv)
     import torch
 
@@ -228,8 +311,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     parts = []
     for classes in args.classes:
         for decoder in args.decoders:
-            result = profile(decoder, classes, args.reps, args.detail)
-            parts.append(render(result))
+            if args.ref:
+                before, after = profile_pair(decoder, classes, args.reps, args.detail, args.ref)
+                parts.append(render_pair(before, after, args.ref))
+            else:
+                parts.append(render(profile(decoder, classes, args.reps, args.detail)))
             print(parts[-1] + "\n", flush=True)
     load1 = os.getloadavg()
     header = (f"Profile of `segment_logits` (ViT-B/16 384², 1 view, random weights, fp32, torch "
@@ -237,7 +323,8 @@ def main(argv: Optional[List[str]] = None) -> int:
               f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}); load average (1/5/15 min) before "
               f"{load0[0]:.2f}/{load0[1]:.2f}/{load0[2]:.2f}, after {load1[0]:.2f}/{load1[1]:.2f}/{load1[2]:.2f} "
               f"on {os.cpu_count()} cores. Times are exclusive (nested stages subtracted), medians "
-              f"over the reps; GMAC from torch's flop counter.")
+              f"over the reps; GMAC from torch's flop counter." + (f" Before = git revision `{args.ref}`, "
+              "loaded next to this checkout, same weights, reps alternated." if args.ref else ""))
     print(header)
     if args.out:
         args.out.write_text("# Per-stage profile (`python benchmarks/profile_head.py`)\n\n" + header + "\n\n"
