@@ -78,3 +78,24 @@ def test_render_and_write_keep_the_hand_written_notes(tmp_path):
     written = out.read_text()
     assert written.startswith("# Inference speed") and written.endswith("my notes\n")
     assert "old table" not in written
+
+
+def test_profile_stage_timer_is_exclusive_and_attributes_flops():
+    import types
+
+    import profile_head
+
+    timer = profile_head.StageTimer()
+    lin = torch.nn.Linear(8, 16)
+    ns = types.SimpleNamespace(inner=lambda x: lin(x), outer=lambda x: ns.inner(x) + lin(x))
+    timer.wrap(ns, "inner", "inner")
+    timer.wrap(ns, "outer", "outer")
+    x = torch.rand(3, 8)
+    with torch.inference_mode():
+        total = profile_head.count_flops(lambda: ns.outer(x), timer)
+        timer.reset()
+        ns.outer(x)
+    assert timer.calls == {"inner": 1, "outer": 1}
+    assert timer.flops["inner"] == timer.flops["outer"] == 2 * 3 * 8 * 16  # nested one not in outer
+    assert total == pytest.approx(2 * 3 * 8 * 16 / 1e9)  # GMAC: two linears of 3*8*16 MACs
+    assert all(s >= 0 for s in timer.seconds.values())

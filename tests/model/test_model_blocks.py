@@ -12,6 +12,7 @@ from fgaseg.model.dynamic_conv import per_class_conv2d
 from fgaseg.model.p2tformer import P2Tformer
 from fgaseg.model.sliding_window import make_plan, merge_views
 from fgaseg.model.swin_aggregation import SwinTransformerBlockWrapper
+from fgaseg.model.upsampling import Up
 from fgaseg.model.topk import topk_class_mask
 
 
@@ -142,6 +143,23 @@ def test_class_aggregation_matches_naive_padding_and_chunks():
     assert torch.allclose(layer(x[:, :, perm], g[:, perm]), ref[:, :, perm], atol=1e-5)
 
 
+def test_class_aggregation_pixel_chunks_match_naive(monkeypatch):
+    """Inference runs in chunks of pixels (here one pixel at a time, ragged last chunk)."""
+    import fgaseg.model.class_aggregation as ca
+
+    torch.manual_seed(1)
+    layer = ClassTransformerLayer(hidden_dim=8, guidance_dim=4, nheads=2, pad_len=11).eval()
+    with torch.no_grad():
+        layer.padding_tokens.normal_()
+        layer.padding_guidance.normal_()
+    x, g = torch.randn(2, 8, 5, 3, 4), torch.randn(2, 5, 4)
+    ref = naive_class_layer(layer, x, g)
+    for rows in (7, 25):  # 1 and 2 pixels per chunk (12 pixels)
+        monkeypatch.setattr(ca, "_ROWS", rows)
+        with torch.inference_mode():
+            assert torch.allclose(layer(x, g), ref, atol=1e-5)
+
+
 def test_swin_padded_grid_and_chunks():
     torch.manual_seed(0)
     # 5x7 grid with window 4: padded to 8x8 internally; shifted block masks padding
@@ -205,3 +223,27 @@ def test_copies_of_a_class_tie_exactly():
     assert topk_class_mask(aux, 1, first).tolist() == topk_class_mask(tied, 1).tolist()
     assert not topk_class_mask(aux, 1, first)[2]
     assert topk_class_mask(aux, 1)[2]  # without the copies rule the 1-ulp copy would win
+
+
+def test_up_block_inference_fold_matches_the_two_convolutions():
+    """At inference the transposed conv and the first 3x3 conv of an Up-block run as one folded
+    2x2 convolution per output phase; with autograd they run as written. Same maths."""
+    torch.manual_seed(0)
+    for guidance_channels in (8, 0):
+        up = Up(24, 32, guidance_channels).eval()
+        for p in up.parameters():
+            torch.nn.init.normal_(p, std=0.2)
+        x = torch.randn(6, 24, 5, 7).contiguous(memory_format=torch.channels_last)
+        g = torch.randn(2, guidance_channels, 10, 14) if guidance_channels else None
+        ref = up(x, g)  # grad enabled: transposed conv, then 3x3 conv
+        assert ref.requires_grad
+        with torch.no_grad():
+            folded = up(x, g)
+            shared = up(x, share=up.guidance_share(g)) if g is not None else folded
+        assert torch.allclose(folded, ref, atol=2e-6) and torch.allclose(shared, ref, atol=2e-6)
+        with torch.no_grad():  # the cached fold follows in-place weight changes
+            up.up.weight.mul_(0.5)
+            up.up.bias.add_(0.1)
+        ref = up(x, g)
+        with torch.no_grad():
+            assert torch.allclose(up(x, g), ref, atol=2e-6)

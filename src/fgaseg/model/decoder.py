@@ -47,7 +47,7 @@ class AggregatorLayer(nn.Module):
     def forward(self, x: torch.Tensor, appearance_guidance: Optional[torch.Tensor],
                 text_guidance: Optional[torch.Tensor], chunk_size: Optional[int] = None) -> torch.Tensor:
         x = self.swin_block(x, appearance_guidance, chunk_size)
-        return self.attention(x, text_guidance, chunk_size)
+        return self.attention(x, text_guidance, chunk_size, overwrite_input=True)  # x is ours
 
 
 @dataclass
@@ -63,6 +63,21 @@ def _embed(conv: nn.Conv2d, cost: torch.Tensor) -> torch.Tensor:
     B, P, T, h, w = cost.shape
     y = conv(cost.transpose(1, 2).reshape(B * T, P, h, w))
     return y.reshape(B, T, -1, h, w).transpose(1, 2)
+
+
+_CLASS_CHUNK = 16  # classes per pass of the cost embeddings and the 5-D fusions at inference
+
+
+def _inference() -> bool:
+    """No autograd and no graph capture: chunked loops writing into buffers are allowed."""
+    return not (torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling()
+                or torch.compiler.is_exporting())
+
+
+def _take(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """``x[:, :, keep]`` of ``x (B, C, T, h, w)``, in channels-innermost memory ``(B, K, h, w, C)``
+    (the layout of the Swin tokens and of channels-last decoder slices)."""
+    return x.permute(0, 2, 3, 4, 1)[:, keep].permute(0, 4, 1, 2, 3)
 
 
 def _to_slices(x: torch.Tensor) -> torch.Tensor:
@@ -138,10 +153,12 @@ class FGASegDecoder(nn.Module):
     def _fuse(self, lin_name: str, x: torch.Tensor, local: Optional[torch.Tensor]) -> torch.Tensor:
         """Fuse the aggregation stream with the local (LCS) embedding along channels (dim 1).
 
-        "cat": ``Linear([x, local])`` over channels without concatenating: on channels-first
-        tensors two batched GEMMs over the flattened positions (oneDNN runs the equivalent 1x1
-        convolution ~3x slower on these tall (C, T*h*w) inputs), on channels-last ones two 1x1
-        convolutions; "add": ``x + local``.
+        "cat": ``Linear([x, local])`` over channels without concatenating: two GEMMs over the
+        positions in channels-last order (``(B*T, C, h, w)`` slices or ``(B, C, T, h, w)``),
+        whose result has channels-innermost memory (what the Swin blocks and the channels-last
+        decoder slices read without a copy). At inference 5-D inputs go
+        ``_CLASS_CHUNK`` classes at a time into one buffer (small temporaries). "add":
+        ``x + local``.
         """
         if local is None:
             return x
@@ -149,18 +166,39 @@ class FGASegDecoder(nn.Module):
             return x + local
         lin = getattr(self, lin_name)
         c = x.shape[1]
-        shape = x.shape
         w1, w2 = lin.weight[:, :c], lin.weight[:, c:]
-        if x.dim() == 4 and not x.is_contiguous():  # channels-last decoder slices
-            return F.conv2d(x, w1[:, :, None, None]) + F.conv2d(local, w2[:, :, None, None], lin.bias)
-        n, device = shape[0], x.device.type
-        # baddbmm is not autocast-aware: give all operands the autocast dtype ourselves
-        dt = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
-        x3 = x.reshape(n, c, -1).to(dt)  # (N, C, positions)
-        l3 = local.reshape(n, local.shape[1], -1).to(dt)
-        y = torch.baddbmm(lin.bias[None, :, None].to(dt), w1.to(dt).expand(n, -1, -1), x3)
-        y = y.baddbmm_(w2.to(dt).expand(n, -1, -1), l3)
-        return y.reshape(n, -1, *shape[2:])
+        perm, inv = ((0, 2, 3, 1), (0, 3, 1, 2)) if x.dim() == 4 else ((0, 2, 3, 4, 1), (0, 4, 1, 2, 3))
+        xs, ls = x.permute(perm), local.permute(perm)  # channels last
+        if not _inference():
+            return (F.linear(xs, w1, lin.bias) + F.linear(ls, w2)).permute(inv)
+        if x.dim() == 4:
+            return F.linear(xs, w1, lin.bias).add_(F.linear(ls, w2)).permute(inv)
+        T, out = xs.shape[1], None
+        for s in range(0, T, _CLASS_CHUNK):
+            y = F.linear(xs[:, s:s + _CLASS_CHUNK], w1, lin.bias).add_(F.linear(ls[:, s:s + _CLASS_CHUNK], w2))
+            if out is None:
+                out = y.new_empty(y.shape[0], T, *y.shape[2:])
+            out[:, s:s + _CLASS_CHUNK] = y
+        return out.permute(inv)
+
+    def _embed_fuse(self, cost: torch.Tensor, lcs: Optional[torch.Tensor]
+                    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Inference form of ``fuse(embed1(cost), embed2(lcs))``: ``_CLASS_CHUNK`` classes at a
+        time into two ``(B, C, T, h, w)`` buffers with channels-innermost memory (the fused
+        stream and the LCS embedding), instead of five full-size temporaries."""
+        T = cost.shape[2]
+        x = local = None
+        for s in range(0, T, _CLASS_CHUNK):
+            e = _embed(self.conv1, cost[:, :, s:s + _CLASS_CHUNK])
+            el = None if lcs is None else _embed(self.conv2, lcs[:, :, s:s + _CLASS_CHUNK])
+            y = self._fuse("conv_cat", e, el).permute(0, 2, 3, 4, 1)  # (B, n, h, w, C)
+            if x is None:
+                x = y.new_empty(y.shape[0], T, *y.shape[2:])
+                local = None if el is None else y.new_empty(el.shape[0], T, *el.shape[3:], el.shape[1])
+            x[:, s:s + _CLASS_CHUNK] = y
+            if el is not None:
+                local[:, s:s + _CLASS_CHUNK] = el.permute(0, 2, 3, 4, 1)
+        return x.permute(0, 4, 1, 2, 3), None if local is None else local.permute(0, 4, 1, 2, 3)
 
     def _prepare(self, img_feats: torch.Tensor, gcs_text: torch.Tensor, text: torch.Tensor,
                  first: Optional[torch.Tensor] = None):
@@ -179,27 +217,36 @@ class FGASegDecoder(nn.Module):
             selected = preselect_classes(cost, self.pad_len, first)
             cost = gather_classes(cost, selected, dim=2)
             text = gather_classes(text, selected, dim=1)
-        x = _embed(self.conv1, cost)
-        local = None
-        if self.use_lcs:
-            local = _embed(self.conv2, self.Local_align(img_feats, text))
-        x = self._fuse("conv_cat", x, local)
+        lcs = self.Local_align(img_feats, text) if self.use_lcs else None
+        if _inference():
+            x, local = self._embed_fuse(cost, lcs)
+        else:
+            x = _embed(self.conv1, cost)
+            local = None if lcs is None else _embed(self.conv2, lcs)
+            x = self._fuse("conv_cat", x, local)
         app_guidance = self.guidance_projection(img_feats)
         text_guidance = self.text_guidance_projection(F.normalize(text.mean(dim=-2), dim=-1))
         return x, local, app_guidance, text_guidance, selected
 
-    def _decode1(self, x: torch.Tensor, local: Optional[torch.Tensor], guidance: Sequence[torch.Tensor]
+    def decoder_shares(self, guidance: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+        """Per-image guidance terms of the two Up-blocks (``Up.guidance_share`` of the projected
+        CLIP guidance): computed once per image, broadcast over every class chunk."""
+        return [up.guidance_share(proj(g)) for up, proj, g in
+                zip((self.decoder1, self.decoder2), self.decoder_guidance_projection, guidance)]
+
+    def _decode1(self, x: torch.Tensor, local: Optional[torch.Tensor], shares: Sequence[torch.Tensor]
                  ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Classes ``x (B, C, t, h, w)`` (already fused after aggregation) -> Up-block 1 + local
-        fusion 2: ``(B*t, d0, 2h, 2w)``, plus the aggregated slices for aux1."""
+        fusion 2: ``(B*t, d0, 2h, 2w)``, plus the aggregated slices for aux1. ``shares``: from
+        :meth:`decoder_shares`."""
         slices = _to_slices(x)
-        y = self.decoder1(slices, guidance[0])
+        y = self.decoder1(slices, share=shares[0])
         if local is not None:
             y = self._fuse("conv_cat_decoder_2", y, self.corr_local_decoder_projection(_to_slices(local)))
         return y, slices
 
-    def _decode2(self, y: torch.Tensor, guidance: Sequence[torch.Tensor], B: int) -> torch.Tensor:
-        return _slices_head(self.head, self.decoder2(y, guidance[1]), B)
+    def _decode2(self, y: torch.Tensor, shares: Sequence[torch.Tensor], B: int) -> torch.Tensor:
+        return _slices_head(self.head, self.decoder2(y, share=shares[1]), B)
 
     def _scatter(self, values: torch.Tensor, selected: Optional[torch.Tensor], T: int) -> torch.Tensor:
         """Put the pre-selected classes' maps back among ``T`` classes (others: pruned logit)."""
@@ -223,7 +270,7 @@ class FGASegDecoder(nn.Module):
         B = img_feats.shape[0]
         T = gcs_text.shape[-3]
         x, local, app_g, text_g, selected = self._prepare(img_feats, gcs_text, text)
-        dec_g = [proj(g) for proj, g in zip(self.decoder_guidance_projection, guidance)]
+        dec_g = self.decoder_shares(guidance)
         aux: List[Optional[torch.Tensor]] = [None, None, None]
         if self.fast:
             aux[0] = _slices_head(self.head_auxi_0, _to_slices(x), B)
@@ -273,7 +320,7 @@ class FGASegDecoder(nn.Module):
         x, local, app_g, text_g, selected = self._prepare(img_feats, gcs_text, text, ids)
         if selected is not None and ids is not None:
             ids = ids[selected]  # (B, Tc): the class of every position, per image
-        dec_g = [proj(g) for proj, g in zip(self.decoder_guidance_projection, guidance)]
+        dec_g = self.decoder_shares(guidance)
         Tc = x.shape[2]
         step = chunk_size or Tc
         kept = torch.arange(Tc, device=x.device)  # classes (of the Tc) still alive
@@ -287,8 +334,8 @@ class FGASegDecoder(nn.Module):
             keep = keep_indices(aux0, topk, copies())
             if keep.numel() < Tc:
                 kept = keep
-                x, text_g = x[:, :, keep], text_g[:, keep]
-                local = None if local is None else local[:, :, keep]
+                x, text_g = _take(x, keep), text_g[:, keep]
+                local = None if local is None else _take(local, keep)
         for layer in self.layers:
             x = layer(x, app_g, text_g, chunk_size)
         x = self._fuse("conv_cat_decoder_1", x, local)
@@ -300,8 +347,8 @@ class FGASegDecoder(nn.Module):
             keep = keep_indices(aux1, topk, copies())
             if keep.numel() < n:
                 kept = kept[keep]
-                x = x[:, :, keep]
-                local = None if local is None else local[:, :, keep]
+                x = _take(x, keep)
+                local = None if local is None else _take(local, keep)
 
         n = x.shape[2]
 
@@ -313,27 +360,27 @@ class FGASegDecoder(nn.Module):
             # decoded twice; otherwise they are recomputed chunk by chunk.
             d0, h2, w2 = self.config.decoder_dims[0], x.shape[-2] * 2, x.shape[-1] * 2
             keep_cache = B * n * d0 * h2 * w2 * x.element_size() <= _DECODE_CACHE_BYTES
-            aux2_parts, cached = [], []
+            aux2_parts, cache = [], None
             for s in range(0, n, step):
                 y, _ = self._decode1(x[:, :, s:s + step], local_of(s, s + step), dec_g)
                 aux2_parts.append(_slices_head(self.head_auxi_2, y, B))
-                if keep_cache:
-                    cached.append(y.reshape(B, -1, *y.shape[1:]))
+                if keep_cache:  # (B, n, 2h, 2w, d0): channels-last slices without a transposition
+                    y = y.permute(0, 2, 3, 1)
+                    if cache is None:
+                        cache = y.new_empty(B, n, *y.shape[1:])
+                    cache[:, s:s + step] = y.reshape(B, -1, *y.shape[1:])
                 del y
             keep = keep_indices(torch.cat(aux2_parts, dim=1), topk, copies())
             if keep.numel() < n:
                 kept = kept[keep]
-                x = x[:, :, keep]
-                local = None if local is None else local[:, :, keep]
+                x = _take(x, keep)
+                local = None if local is None else _take(local, keep)
             if keep_cache:
-                cache = cached[0] if len(cached) == 1 else torch.cat(cached, dim=1)  # (B, n, d0, 2h, 2w)
-                del cached
                 if keep.numel() < n:
                     cache = cache[:, keep]
                 n = x.shape[2]
                 logits = torch.cat([
-                    self._decode2(cache[:, s:s + step].flatten(0, 1).contiguous(memory_format=torch.channels_last),
-                                  dec_g, B)
+                    self._decode2(cache[:, s:s + step].flatten(0, 1).permute(0, 3, 1, 2), dec_g, B)
                     for s in range(0, n, step)], dim=1)
             else:
                 n = x.shape[2]

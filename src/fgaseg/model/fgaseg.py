@@ -29,7 +29,7 @@ from fgaseg.model.losses import check_targets, segmentation_losses
 from fgaseg.model.p2tformer import P2Tformer
 from fgaseg.model.parameters import apply_clip_finetune, parameter_groups
 from fgaseg.model.pretrained import load_into, resolve_source, save_pretrained
-from fgaseg.model.sliding_window import (make_plan, make_views, merge_views, probs_to_logits,
+from fgaseg.model.sliding_window import (make_plan, make_views, merge_chunk, merge_views, probs_to_logits,
                                          sliding_window_probs)
 from fgaseg.model.topk import class_copies
 from fgaseg.predict.scores import ClassScores
@@ -208,9 +208,10 @@ class FGASeg(nn.Module):
         chunk = chunk_size or self.config.chunk_size
         if chunk:
             return int(chunk)
-        # (image, class) slices per chunk; on CPU small chunks keep the per-class tensors in
-        # cache (2 threads, ViT-B/16: 16 slices ran 25-30 % faster than 96 at 59-847 classes)
-        budget = 512 if self.device.type == "cuda" else 16
+        # (image, class) slices per chunk of the Swin blocks and the decoder (the class
+        # aggregation chunks pixels, not classes); on CPU small chunks keep the per-class
+        # tensors in cache (ViT-B/16: 4 slices ran ~1.2x faster than 16, 16 ~1.3x faster than 96)
+        budget = 512 if self.device.type == "cuda" else 4
         return max(1, budget // max(batch, 1))
 
     def optimize_for_inference(self, *, bf16: bool = False, compile: bool = False) -> "FGASeg":
@@ -289,11 +290,9 @@ class FGASeg(nn.Module):
                 k = self._resolve_topk(topk)
                 if sliding:
                     plan = self.sliding_plan()
-                    merge_chunk = max(1, (2 ** 26) // (plan.num_views * plan.window ** 2))
-                    outs = [probs_to_logits(sliding_window_probs(
-                        image, plan, lambda views: self._infer_low(views, text, k, chunk_size), merge_chunk))
-                        for image in images]
-                    return torch.stack(outs, dim=0)
+                    outs = [sliding_window_probs(image, plan, lambda views: self._infer_low(views, text, k, chunk_size),
+                                                 merge_chunk(plan), logits=True) for image in images]
+                    return outs[0][None] if len(outs) == 1 else torch.stack(outs, dim=0)
                 low = self._infer_low(images, text, k, chunk_size)
                 return self._upsample_scores(low, tuple(images.shape[-2:]))
         finally:
@@ -340,8 +339,8 @@ class FGASeg(nn.Module):
     def _upsampled_class_scores(self, low: torch.Tensor, size: Tuple[int, int]) -> List[ClassScores]:
         """:meth:`_upsample_scores` of ``low (B, T, h, w)`` as ClassScores per image.
 
-        The same classes are interpolated in the same chunks (bilinear results depend on how
-        channels are grouped, by float rounding), so the maps are bit-identical to it.
+        The same classes are interpolated in the same groups (:func:`_runs`; bilinear results
+        depend on how channels are grouped, by float rounding), so the maps are bit-identical.
         """
         B, T = low.shape[:2]
         step = max(1, (2 ** 26) // max(1, B * size[0] * size[1]))
@@ -351,13 +350,11 @@ class FGASeg(nn.Module):
         filled = pruned.to(index.device)[index]  # the stored pruned class, if any
         for v in values:
             v[filled] = self.config.pruned_logit
-        live = (~pruned).nonzero().flatten()
-        where = torch.searchsorted(index.to(live.device), live)  # position of each live class
-        for s in range(0, live.numel(), step):
-            source = low[:, s:s + step] if live.numel() == T else low[:, live[s:s + step]]
-            maps = F.interpolate(source, size=size, mode="bilinear", align_corners=False)
+        where = torch.searchsorted(index, torch.arange(T, device=index.device))  # class -> row
+        for s, e in _runs((~pruned).nonzero().flatten().tolist(), step):
+            maps = F.interpolate(low[:, s:e], size=size, mode="bilinear", align_corners=False)
             for b, v in enumerate(values):
-                v[where[s:s + step]] = maps[b]
+                v[where[s:e]] = maps[b]  # live classes are stored, in order: a run of rows
         return [ClassScores(v, index.cpu(), T, shared) for v in values]
 
     def _sliding_scores(self, image: torch.Tensor, text: torch.Tensor, k: Optional[int],
@@ -372,7 +369,7 @@ class FGASeg(nn.Module):
         values = views.new_empty(index.numel(), *size)
         # merged in the same class chunks as segment_logits (results depend on the grouping by
         # float rounding); chunks without a stored class are skipped
-        step = max(1, (2 ** 26) // (plan.num_views * plan.window ** 2))
+        step = merge_chunk(plan)
         where = torch.searchsorted(index, torch.arange(T, device=index.device))
         wanted = torch.zeros(T, dtype=torch.bool, device=index.device)
         wanted[index] = True
@@ -384,10 +381,13 @@ class FGASeg(nn.Module):
         return ClassScores(values, index.cpu(), T, shared)
 
     def _upsample_scores(self, low: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
-        """Bilinear resize of ``low (B, T, h, w)`` to ``size``, in bounded chunks of classes.
+        """Bilinear resize of ``low (B, T, h, w)`` to ``size``.
 
         Classes pruned everywhere (pre-selection / TopK: constant ``pruned_logit``) are filled
-        instead of interpolated; with many classes and TopK they are most of the output.
+        instead of interpolated; with many classes and TopK they are most of the output. Every
+        plane of the (large, freshly allocated) result is written once: the live classes are
+        interpolated run of consecutive classes by run (:func:`_runs`), for one image straight
+        into the result (the kernel ``F.interpolate`` calls, without a temporary and a copy).
         """
         B, T = low.shape[:2]
         H, W = size
@@ -397,16 +397,18 @@ class FGASeg(nn.Module):
         step = max(1, (2 ** 26) // max(1, B * H * W))
         pruned = (low == self.config.pruned_logit).flatten(2).all(dim=-1).all(dim=0)  # (T,)
         out = low.new_empty(B, T, H, W)
-        if not bool(pruned.any()):
-            for s in range(0, T, step):
-                out[:, s:s + step] = F.interpolate(low[:, s:s + step], size=(H, W), mode="bilinear",
-                                                   align_corners=False)
+        if B == 1:  # out[:, s:e] is contiguous: interpolate into it, no temporary, no copy
+            if bool(pruned.any()):
+                out.index_fill_(1, pruned.nonzero().flatten(), self.config.pruned_logit)
+            for s, e in _runs((~pruned).nonzero().flatten().tolist(), step):
+                torch._C._nn.upsample_bilinear2d(low[:, s:e], (H, W), False, None, None, out=out[:, s:e])
             return out
-        out.fill_(self.config.pruned_logit)
-        live = (~pruned).nonzero().flatten()
-        for s in range(0, live.numel(), step):
-            idx = live[s:s + step]
-            out[:, idx] = F.interpolate(low[:, idx], size=(H, W), mode="bilinear", align_corners=False)
+        # the bilinear kernel's rounding depends on how channels are grouped: the same runs as
+        # `_upsampled_class_scores`, so that its maps are bit-identical to these
+        if bool(pruned.any()):
+            out.index_fill_(1, pruned.nonzero().flatten(), self.config.pruned_logit)
+        for s, e in _runs((~pruned).nonzero().flatten().tolist(), step):
+            out[:, s:e] = F.interpolate(low[:, s:e], size=(H, W), mode="bilinear", align_corners=False)
         return out
 
     def predict(self, images: Any, classes: Any, **kw: Any) -> Any:
@@ -437,6 +439,18 @@ class FGASeg(nn.Module):
         load_into(model, state, assign=True)
         model._register_constants(torch.device("cpu"))
         return model.to(map_location)
+
+
+def _runs(indices: List[int], longest: int) -> List[Tuple[int, int]]:
+    """Ascending ``indices`` as ``[(start, stop), ...]`` runs of consecutive values, each at most
+    ``longest`` long."""
+    runs: List[Tuple[int, int]] = []
+    for i in indices:
+        if runs and runs[-1][1] == i and i - runs[-1][0] < longest:
+            runs[-1] = (runs[-1][0], i + 1)
+        else:
+            runs.append((i, i + 1))
+    return runs
 
 
 def _stored_classes(pruned: torch.Tensor) -> Tuple[torch.Tensor, Optional[int]]:

@@ -116,7 +116,7 @@ def official_fast_decoder(head: "FGASegDecoder", img: torch.Tensor, gcs_text: to
     x = head._fuse("conv_cat", x, local)
     app_g = head.guidance_projection(img)
     text_g = head.text_guidance_projection(F.normalize(text.mean(dim=-2), dim=-1))
-    dec_g = [proj(g) for proj, g in zip(head.decoder_guidance_projection, guidance)]
+    dec_g = head.decoder_shares(guidance)
     Tc = x.shape[2]
     step = chunk_size or Tc
 

@@ -59,19 +59,28 @@ def make_views(image: torch.Tensor, plan: SlidingPlan) -> torch.Tensor:
     return torch.stack(crops + [global_view], dim=0)
 
 
+MERGE_FLOATS = 2 ** 22  # view-logit floats (at window size) per class chunk while merging
+
+
+def merge_chunk(plan: SlidingPlan) -> int:
+    """Classes merged at a time: the chunk's temporaries stay ~16 MB, which the allocator
+    reuses from call to call (larger ones are fresh memory, paid in page faults every time)."""
+    return max(1, MERGE_FLOATS // (plan.num_views * plan.window ** 2))
+
+
 def merge_views(view_logits: torch.Tensor, plan: SlidingPlan, out_size: Tuple[int, int]) -> torch.Tensor:
     """``view_logits (V, T, h, w)`` (crops then global) -> probabilities ``(T, H, W)`` at ``out_size``."""
     k, R = plan.window, plan.resize
-    probs = F.interpolate(view_logits, size=(k, k), mode="bilinear", align_corners=False).sigmoid()
+    probs = F.interpolate(view_logits, size=(k, k), mode="bilinear", align_corners=False).sigmoid_()
     T = probs.shape[1]
     total = probs.new_zeros(T, R, R)
     count = probs.new_zeros(1, R, R)
     for i, (y, x) in enumerate(plan.positions):
         total[:, y:y + k, x:x + k] += probs[i]
         count[:, y:y + k, x:x + k] += 1
-    crops = total / count
+    crops = total.div_(count)
     global_probs = F.interpolate(probs[-1:], size=(R, R), mode="bilinear", align_corners=False)[0]
-    merged = (crops + global_probs) / 2.0
+    merged = crops.add_(global_probs).div_(2.0)  # (crops + global) / 2, without new tensors
     if tuple(out_size) != (R, R):
         merged = F.interpolate(merged[None], size=tuple(out_size), mode="bilinear", align_corners=False)[0]
     return merged
@@ -79,18 +88,32 @@ def merge_views(view_logits: torch.Tensor, plan: SlidingPlan, out_size: Tuple[in
 
 def sliding_window_probs(image: torch.Tensor, plan: SlidingPlan,
                          run_views: Callable[[torch.Tensor], torch.Tensor],
-                         class_chunk: Optional[int] = None) -> torch.Tensor:
+                         class_chunk: Optional[int] = None, logits: bool = False) -> torch.Tensor:
     """Probabilities ``(T, H, W)`` of one image ``(3, H, W)``; ``run_views(views) -> (V, T, h, w)``
-    logits. Merging is done ``class_chunk`` classes at a time to bound memory."""
+    logits. Merging is done ``class_chunk`` classes at a time to bound memory; ``logits``: return
+    :func:`probs_to_logits` of the result instead (applied chunk by chunk, same values)."""
     view_logits = run_views(make_views(image, plan))
     T = view_logits.shape[1]
     step = class_chunk or T
     out_size = tuple(image.shape[-2:])
-    parts = [merge_views(view_logits[:, s:s + step], plan, out_size) for s in range(0, T, step)]
-    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
+    out = None
+    for s in range(0, T, step):
+        part = merge_views(view_logits[:, s:s + step], plan, out_size)
+        if logits:
+            part = probs_to_logits(part, inplace=True)
+        if T <= step:
+            return part
+        if out is None:
+            out = part.new_empty(T, *part.shape[1:])
+        out[s:s + step] = part
+    return out
 
 
-def probs_to_logits(probs: torch.Tensor) -> torch.Tensor:
-    """Inverse sigmoid, clamped to the open float32 interval so that it stays finite."""
+def probs_to_logits(probs: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    """Inverse sigmoid, clamped to the open float32 interval so that it stays finite
+    (``inplace``: overwrites ``probs``, same values)."""
     tiny = torch.finfo(probs.dtype).tiny
-    return torch.logit(probs.clamp(min=tiny, max=1.0 - torch.finfo(probs.dtype).eps / 2))
+    high = 1.0 - torch.finfo(probs.dtype).eps / 2
+    if inplace:
+        return probs.clamp_(min=tiny, max=high).logit_()
+    return torch.logit(probs.clamp(min=tiny, max=high))

@@ -35,6 +35,15 @@ def window_reverse(windows: torch.Tensor, ws: int, H: int, W: int) -> torch.Tens
     return x.reshape(N, H, W, C)
 
 
+_MLP_ROWS = 1024  # tokens per MLP pass at inference: the (rows, 4C) hidden stays in cache
+
+
+def _functional() -> bool:
+    """True when autograd records or a graph is captured: no in-place shortcuts then."""
+    return bool(torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling()
+                or torch.compiler.is_exporting())
+
+
 class Mlp(nn.Module):
     """timm's ``Mlp`` (fc1 -> GELU -> fc2), same parameter names."""
 
@@ -45,7 +54,22 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden_features, in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+        if _functional():
+            return self.fc2(self.act(self.fc1(x)))
+        hidden = self.fc1(x)
+        torch.ops.aten.gelu_(hidden)  # in place: no second large tensor (same values as nn.GELU)
+        return self.fc2(hidden)
+
+    def residual_(self, x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
+        """``x + mlp(norm(x))``; at inference in place on ``x``, ``_MLP_ROWS`` tokens at a time
+        (LayerNorm, both GEMMs and the residual of a block run while it is in cache)."""
+        if _functional() or not x.is_contiguous():
+            return x + self(norm(x))
+        rows = x.view(-1, x.shape[-1])
+        for s in range(0, rows.shape[0], _MLP_ROWS):
+            block = rows[s:s + _MLP_ROWS]
+            block += self(norm(block))
+        return x
 
 
 class WindowAttention(nn.Module):
@@ -220,7 +244,10 @@ class SwinTransformerBlock(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward_windows(self, x: torch.Tensor, gqk: Optional[torch.Tensor], batch: int) -> torch.Tensor:
-        """``x (batch*T, nW*L, C)`` in window order, ``gqk`` from :meth:`guidance_qk` -> same layout."""
+        """``x (batch*T, nW*L, C)`` in window order, ``gqk`` from :meth:`guidance_qk` -> same layout.
+
+        At inference (no autograd) ``x`` is updated in place and returned: pass a tensor the
+        caller does not need any more (the layout helpers always make a new one)."""
         N, S, C = x.shape
         a = self.attn
         h, L = a.num_heads, self.window_size ** 2
@@ -242,8 +269,8 @@ class SwinTransformerBlock(nn.Module):
         mask = self._batch_mask(N, q.dtype)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         out = a.proj(out.transpose(1, 2).reshape(N, S, C))
-        x = x + out
-        return x + self.mlp(self.norm2(x))
+        x = x + out if _functional() else x.add_(out)  # x is the caller's scratch tensor
+        return self.mlp.residual_(x, self.norm2)
 
     def forward(self, x: torch.Tensor, guidance: Optional[torch.Tensor]) -> torch.Tensor:
         """``x (B, T, H, W, C)``, ``guidance (B, H, W, Cg)`` (already normalised) or None."""
@@ -282,7 +309,9 @@ class SwinTransformerBlockWrapper(nn.Module):
         so ``chunk_size`` classes are processed at a time with identical results.
 
         The tokens stay in window order between the two blocks (one gather instead of
-        reverse + roll + partition)."""
+        reverse + roll + partition). The result is written in the class aggregation's token
+        layout: memory ``(B, H, W, T, C)``, returned as a ``(B, C, T, H, W)`` view, so that the
+        next stage reads it without another copy of every class slice."""
         B, C, T, H, W = x.shape
         g = None
         if appearance_guidance is not None and self.guidance_norm is not None:
@@ -290,12 +319,12 @@ class SwinTransformerBlockWrapper(nn.Module):
         g1, g2 = self.block_1.guidance_qk(g), self.block_2.guidance_qk(g)
         tokens = x.permute(0, 2, 3, 4, 1)  # (B, T, H, W, C)
         step = T if not chunk_size else chunk_size
-        out = x.new_empty(B, T, H, W, C)
+        out = x.new_empty(B, H, W, T, C)
         for start in range(0, T, step):
             t = tokens[:, start:start + step]
             n = t.shape[1]
             w = self.block_1.grid_to_windows(t.reshape(B * n, H, W, C))
             w = self.block_1.forward_windows(w, g1, B)
             w = self.block_2.forward_windows(w.index_select(1, self.reorder(w.device)), g2, B)
-            out[:, start:start + step] = self.block_2.windows_to_grid(w).view(B, n, H, W, C)
-        return out.permute(0, 4, 1, 2, 3)
+            out[:, :, :, start:start + step] = self.block_2.windows_to_grid(w).view(B, n, H, W, C).permute(0, 2, 3, 1, 4)
+        return out.permute(0, 4, 3, 1, 2)
