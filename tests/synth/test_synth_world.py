@@ -63,12 +63,15 @@ def test_training_scenes_use_only_allowed_classes_and_labels_are_valid():
 
 def test_label_pixels_carry_the_object_colour():
     """Solid objects' labelled pixels must be close to the class colour (labels match pixels)."""
+    from fgaseg.synth.render import outline_mask
+
     vocab = build_vocabulary(0)
     solid = [i for i, a in enumerate(vocab.attributes) if PATTERNS[a[1]] == "solid"]
     scenes = generate_scenes(WorldConfig(image_size=64), 20, seed=2, split="test", allowed_ids=solid)
     for image, label in zip(scenes.images, scenes.labels):
+        inside = ~outline_mask(label, WorldConfig().scaled_outline())  # the dark outline aside
         for class_id in np.unique(label[label != IGNORE]):
-            mean = image[label == class_id].astype(float).mean(0)
+            mean = image[(label == class_id) & inside].astype(float).mean(0)
             distances = {
                 name: np.linalg.norm(mean - np.asarray(rgb)) for name, rgb in COLOURS.items()
             }
@@ -126,6 +129,37 @@ def test_rotation_limit_keeps_squares_upright():
 def test_the_first_world_is_still_drawn_pixel_for_pixel():
     """The world of the first sessions (any rotation, radius 9-17) stays reproducible: its knobs
     only map the same random draws, so the test scene 0 sums to what it did then."""
-    world = WorldConfig(min_radius=9, max_radius=17, max_rotation=180, pattern_dark=(0.2, 0.4), noise=7)
+    world = WorldConfig(min_radius=9, max_radius=17, max_rotation=180, pattern_dark=(0.2, 0.4), noise=7,
+                        outline=0)
     scene = generate_scenes(world, 1, 0, "test").images[0]
     assert int(scene.astype(np.int64).sum()) == 1308413
+
+
+def test_outline_marks_object_boundaries_only():
+    from fgaseg.synth.render import outline_mask
+
+    label = np.full((10, 10), 255, dtype=np.uint8)
+    label[2:8, 2:8] = 1
+    label[3:7, 5:10] = 2  # touches the right image border and object 1
+    edge = outline_mask(label, 1)
+    assert not edge[label == 255].any()  # background is never outlined
+    assert edge[2, 2:8].all() and edge[2:8, 2].all()  # object 1's outer boundary
+    assert edge[4, 4] and edge[4, 5]  # both sides of the boundary between objects 1 and 2
+    assert not edge[4:6, 9].any()  # the image border is not an edge
+    assert not edge[4, 3] and not edge[4, 8]  # interiors (no other label within one step)
+    thick = outline_mask(label, 2)
+    assert (thick >= edge).all() and thick[4, 3] and thick[4, 8]
+
+
+def test_outline_darkens_the_silhouette():
+    """Default world: object pixels on the boundary are much darker than those inside."""
+    plain = generate_scenes(WorldConfig(outline=0), 4, 0, "clip-singles", num_objects=1, centred=True)
+    lined = generate_scenes(WorldConfig(), 4, 0, "clip-singles", num_objects=1, centred=True)
+    from fgaseg.synth.render import outline_mask
+
+    assert (plain.labels == lined.labels).all()  # same draws, only the pixels differ
+    for image, label in zip(lined.images, lined.labels):
+        edge = outline_mask(label, WorldConfig().scaled_outline())
+        inside = (label != 255) & ~edge
+        assert edge.any() and image[edge].mean() < 0.5 * image[inside].mean()
+    assert WorldConfig(image_size=32).scaled_outline() == 1 and WorldConfig(outline=0).scaled_outline() == 0

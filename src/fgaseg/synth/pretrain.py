@@ -62,6 +62,12 @@ class PretrainConfig:
     # bounding box are averaged and classified among all phrase prompts, so the tokens
     # FGAseg's cost volume is built from carry the object's phrase (docs/synthetic.md)
     region_loss: float = 1.0
+    # how the region-text term reads a box: "mean" classifies the box's mean token; "token"
+    # classifies every token of the box, weighted by how much that token already believes it
+    # shows the box's colour and pattern (detached; the easy attributes pick the object's
+    # tokens inside the box, no mask needed), so each token, not only their mean, must carry
+    # the shape; "both" adds the two
+    region_pooling: str = "mean"
     # share of single objects whose text names fewer attributes ("a striped circle", "a
     # circle"; the shape is always named), as web captions often do: texts that differ in
     # shape only give the contrastive loss pure shape negatives
@@ -228,6 +234,25 @@ def region_loss(tokens, regions, classes, phrase_emb, logit_scale) -> torch.Tens
     return vocabulary_loss(pooled[valid], phrase_emb, classes[valid], logit_scale)
 
 
+def token_region_loss(tokens, regions, classes, phrase_emb, logit_scale, groups) -> torch.Tensor:
+    """Per-token cross-entropy over all phrase prompts inside each object's box, self-weighted.
+
+    ``tokens (B, h*w, D)``, ``regions (B, K, h, w) bool``, ``classes (B, K)`` (-1 = none),
+    ``phrase_emb (C, D)``, ``groups (C, C) bool`` (same colour and pattern). A token's weight in
+    its box is its (detached) probability of the object's colour-and-pattern group, normalised
+    over the box: tokens of the background or of other objects inside the box count little.
+    """
+    logits = logit_scale.exp() * F.normalize(tokens, dim=-1) @ F.normalize(phrase_emb, dim=-1).t()
+    log_probs = logits.log_softmax(-1)  # (B, T, C)
+    valid = classes >= 0
+    safe = classes.clamp(min=0)
+    group_prob = torch.einsum("btc,bkc->bkt", log_probs.detach().exp(), groups[safe].float())
+    weights = regions.flatten(2).float() * group_prob  # (B, K, T)
+    weights = weights / weights.sum(-1, keepdim=True).clamp(min=1e-12)
+    target = torch.gather(log_probs.transpose(1, 2), 1, safe[..., None].expand_as(weights))
+    return -(weights * target).sum(-1)[valid].mean()
+
+
 def vocabulary_loss(image_emb, phrase_emb, class_ids: torch.Tensor, logit_scale) -> torch.Tensor:
     """Cross-entropy of single-object images ``(B, D)`` over all phrase prompts ``(C, D)``."""
     logits = logit_scale.clamp(max=math.log(100)).exp() * (
@@ -260,6 +285,8 @@ def pretrain_clip(
     is_single = torch.arange(len(texts)) < config.num_images // 2
     images_t = torch.from_numpy(images)  # (N, H, W, 3) uint8, converted per batch
     phrase_tokens = tokenize([prompt(p) for p in vocab.phrases], context_length=config.clip.context_length)
+    attributes = torch.tensor(vocab.attributes)
+    same_group = (attributes[:, None, :2] == attributes[None, :, :2]).all(-1)  # (C, C)
     gen_time = time.time() - start
 
     clip = build_clip(config.clip, seed=seed)
@@ -307,9 +334,14 @@ def pretrain_clip(
         if config.region_loss > 0:
             if tokens is None:
                 tokens = clip.encode_image_dense(batch).tokens
-            loss = loss + config.region_loss * region_loss(
-                tokens, batch_regions, region_classes[idx], phrase_emb, clip.logit_scale
-            )
+            if config.region_pooling in ("mean", "both"):
+                loss = loss + config.region_loss * region_loss(
+                    tokens, batch_regions, region_classes[idx], phrase_emb, clip.logit_scale
+                )
+            if config.region_pooling in ("token", "both"):
+                loss = loss + config.region_loss * token_region_loss(
+                    tokens, batch_regions, region_classes[idx], phrase_emb, clip.logit_scale, same_group
+                )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(clip.parameters(), 1.0)

@@ -39,6 +39,10 @@ class WorldConfig:
     pattern_dark: Tuple[float, float] = (0.2, 0.4)  # brightness of stripes/dots vs the object colour
     noise: float = 7.0  # std of the per-pixel Gaussian noise (0-255 scale)
     max_rotation: float = 15.0  # objects are rotated by up to this many degrees either way
+    # a dark line along every visible object's boundary (pixels at 64 px, scaled with the image):
+    # without it stripes and dots hide the silhouette and the tiny ViT hardly learns shape
+    # (docs/synthetic.md, "Third session")
+    outline: float = 2.0
 
     def __post_init__(self) -> None:
         if self.image_size < 16:
@@ -52,6 +56,12 @@ class WorldConfig:
         """Radius range scaled with the image size (defaults are for 64 px)."""
         scale = self.image_size / 64
         return self.min_radius * scale, self.max_radius * scale
+
+    def scaled_outline(self) -> int:
+        """Outline width in pixels for this image size (at least 1 when enabled)."""
+        if self.outline <= 0:
+            return 0
+        return max(1, round(self.outline * self.image_size / 64))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -97,6 +107,7 @@ def make_scene(
         attributes, class_ids, world.image_size, rng, world.scaled_radius(),
         (world.clutter_min, world.clutter_max), centred=centred,
         pattern_dark=tuple(world.pattern_dark), noise=world.noise, max_rotation=world.max_rotation,
+        outline=world.scaled_outline(),
     )
     # caption lists objects left to right, as a person describing the picture might
     order = sorted(range(len(class_ids)), key=lambda k: _centre_x(label, class_ids[k]))
