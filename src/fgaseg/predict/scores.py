@@ -316,7 +316,8 @@ def _cellwise_argmax(values: torch.Tensor, classes: torch.Tensor,
     (`_cell_candidates`) take its label without sampling; the others, and the rare blocks
     that may read two cells (`_sample_cells`), are resolved exactly by `_resample_contested`.
     """
-    scale = values.abs().amax(dim=(1, 2))  # (K,); inf or nan if any score is
+    low, high = torch.aminmax(values.flatten(1), dim=1)  # no |values| copy
+    scale = torch.maximum(-low, high)  # (K,) max |score|; inf or nan if any score is
     if values.dtype not in (torch.float32, torch.float64) or not bool(
             (scale <= torch.finfo(values.dtype).max / 8).all()):
         # half precision (the margin is in float32 ulps), non-finite scores (inf - inf) or
