@@ -306,6 +306,19 @@ def _banded_argmax(values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return out
 
 
+_CORNERS = ((0, 0), (0, 1), (1, 0), (1, 1))  # (first or last row cell, first or last column)
+
+
+def _union_of_cells(candidates: torch.Tensor, cells: list[torch.Tensor]) -> torch.Tensor:
+    """``(n, K)``: candidates of n blocks, each the union over the (up to four) cells it may
+    read; ``cells`` are 4 tensors ``(n,)`` of cell indices into ``candidates (h * w, K)``."""
+    union = candidates.index_select(0, cells[0])
+    for other in cells[1:]:
+        if not torch.equal(other, cells[0]):  # some blocks may read another cell
+            union |= candidates.index_select(0, other)
+    return union
+
+
 def _cellwise_argmax(values: torch.Tensor, classes: torch.Tensor,
                      size: tuple[int, int]) -> torch.Tensor:
     """Labels ``(H, W)`` equal to the dense ``grid_sample`` argmax of ``values (K, h, w)``
@@ -338,19 +351,22 @@ def _cellwise_argmax(values: torch.Tensor, classes: torch.Tensor,
     cols = col_first[col_starts], col_last[col_starts]
     contested = (contested_cells.cpu()[rows[0]][:, cols[0]]
                  | (rows[0] != rows[1])[:, None] | (cols[0] != cols[1])[None, :])
-    if not bool(contested.any()):
-        return labels
     block_rows, block_cols = contested.nonzero(as_tuple=True)
-    cells = [(rows[a][block_rows] * w + cols[b][block_cols]).to(device)
-             for a, b in ((0, 0), (0, 1), (1, 0), (1, 1))]
-    union = candidates.index_select(0, cells[0])  # (n, K)
-    for other in cells[1:]:
-        if not torch.equal(other, cells[0]):  # a block that may read two cells: union
-            union |= candidates.index_select(0, other)
-    pixel_rows = _pixel_ranges(row_starts, row_stops)[block_rows]  # (n, bh)
-    pixel_cols = _pixel_ranges(col_starts, col_stops)[block_cols]  # (n, bw)
-    winner = _resample_contested(values, union.t().contiguous(), ys[pixel_rows].to(device),
-                                 xs[pixel_cols].to(device))
-    pixel_rows, pixel_cols = pixel_rows.to(device), pixel_cols.to(device)
-    labels[pixel_rows[:, :, None], pixel_cols[:, None, :]] = classes[winner]
+    pixel_rows = _pixel_ranges(row_starts, row_stops)  # (nr, bh) output rows of each block row
+    pixel_cols = _pixel_ranges(col_starts, col_stops)  # (nc, bw)
+    # in chunks of blocks, so that the temporaries stay a few MiB whatever the image
+    chunk = max(1, _BAND_ELEMENTS // (8 * pixel_rows.shape[1] * pixel_cols.shape[1]))
+    for start in range(0, len(block_rows), chunk):
+        chunk_rows = block_rows[start:start + chunk]
+        chunk_cols = block_cols[start:start + chunk]
+        union = _union_of_cells(candidates, [(rows[a][chunk_rows] * w + cols[b][chunk_cols])
+                                             .to(device) for a, b in _CORNERS])
+        block_pixel_rows = pixel_rows[chunk_rows]  # (n, bh)
+        block_pixel_cols = pixel_cols[chunk_cols]  # (n, bw)
+        winner = _resample_contested(values, union.t().contiguous(),
+                                     ys[block_pixel_rows].to(device),
+                                     xs[block_pixel_cols].to(device))
+        labels[block_pixel_rows.to(device)[:, :, None],
+               block_pixel_cols.to(device)[:, None, :]] = classes[winner]
     return labels
+
