@@ -177,8 +177,31 @@ def _sample_cells(out: int, src: int) -> tuple[torch.Tensor, torch.Tensor, torch
     return coords, first, last
 
 
-def _cell_candidates(values: torch.Tensor,
-                     scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+@dataclass
+class _CellCandidates:
+    """Which classes can win in each source cell (`_cell_candidates`).
+
+    Attributes:
+        ref: int64 ``(h, w)``, position of the reference class r of each cell (a candidate).
+        contested: bool ``(h, w)``, whether another class is a candidate too.
+        table: bool ``(n + 1, K)``, the candidates of the n contested cells in row order, then
+            an empty row (only contested cells get one: ``h * w * K`` bools would be large).
+        row: int64 ``(h * w,)``, each cell's row in ``table`` (the empty row if uncontested).
+    """
+
+    ref: torch.Tensor
+    contested: torch.Tensor
+    table: torch.Tensor
+    row: torch.Tensor
+
+    def of(self, cells: torch.Tensor) -> torch.Tensor:
+        """``(n, K)`` bool candidates of the cells ``(n,)`` (flat indices)."""
+        out = self.table.index_select(0, self.row[cells])
+        out.scatter_(1, self.ref.flatten()[cells][:, None], True)
+        return out
+
+
+def _cell_candidates(values: torch.Tensor, scale: torch.Tensor) -> _CellCandidates:
     """Which classes can win where, per source cell: cell ``(i, j)`` is the square between
     source pixels ``(i, j)`` and ``(i + 1, j + 1)`` (clamped at the border).
 
@@ -189,16 +212,12 @@ def _cell_candidates(values: torch.Tensor,
     its weights, products and sums, so the test keeps a margin of 64 float32 ulps of the two
     classes' magnitudes ``scale (K,)`` (max |score| per class). Computed in bands of rows so
     that the temporaries stay small.
-
-    Returns ``candidates (h * w, K)`` bool, cell-major (``h * w`` cells in row order; r is
-    always one), ``ref (h, w)``, the position of r, and ``contested (h, w)``, whether another
-    class is a candidate too.
     """
     K, h, w = values.shape
     device = values.device
-    candidates = torch.empty((h * w, K), dtype=torch.bool, device=device)
     ref = torch.empty((h, w), dtype=torch.int64, device=device)
     contested = torch.empty((h, w), dtype=torch.bool, device=device)
+    tables = []
     positions = torch.arange(K, dtype=values.dtype, device=device)[:, None, None]
     own_margin = (_BOUND_MARGIN * scale)[:, None, None]  # (K, 1, 1)
     rows = max(1, _BAND_ELEMENTS // (K * (w + 1)))
@@ -218,11 +237,16 @@ def _cell_candidates(values: torch.Tensor,
         reach += own_margin
         threshold = -(_BOUND_MARGIN * scale[best] + _TINY)  # (1, b, w): r's part of the margin
         chosen = reach >= threshold
-        candidates[top * w:bottom * w] = chosen.permute(1, 2, 0).reshape(-1, K)
         reach.scatter_(0, best, float("-inf"))  # does any class besides r pass?
-        contested[top:bottom] = reach.amax(0) >= threshold[0]
+        several = reach.amax(0) >= threshold[0]  # (b, w)
+        tables.append(chosen[:, several].t())
+        contested[top:bottom] = several
         ref[top:bottom] = best[0]
-    return candidates, ref, contested
+    tables.append(torch.zeros((1, K), dtype=torch.bool, device=device))
+    table = torch.cat(tables)
+    row = torch.full((h * w,), len(table) - 1, dtype=torch.int64, device=device)
+    row[contested.flatten()] = torch.arange(len(table) - 1, device=device)
+    return _CellCandidates(ref, contested, table, row)
 
 
 def _runs(first: torch.Tensor, last: torch.Tensor,
@@ -309,13 +333,13 @@ def _banded_argmax(values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 _CORNERS = ((0, 0), (0, 1), (1, 0), (1, 1))  # (first or last row cell, first or last column)
 
 
-def _union_of_cells(candidates: torch.Tensor, cells: list[torch.Tensor]) -> torch.Tensor:
+def _union_of_cells(candidates: _CellCandidates, cells: list[torch.Tensor]) -> torch.Tensor:
     """``(n, K)``: candidates of n blocks, each the union over the (up to four) cells it may
-    read; ``cells`` are 4 tensors ``(n,)`` of cell indices into ``candidates (h * w, K)``."""
-    union = candidates.index_select(0, cells[0])
+    read; ``cells`` are 4 tensors ``(n,)`` of flat cell indices."""
+    union = candidates.of(cells[0])
     for other in cells[1:]:
         if not torch.equal(other, cells[0]):  # some blocks may read another cell
-            union |= candidates.index_select(0, other)
+            union |= candidates.of(other)
     return union
 
 
@@ -341,15 +365,15 @@ def _cellwise_argmax(values: torch.Tensor, classes: torch.Tensor,
     device = values.device
     ys, row_first, row_last = _sample_cells(height, h)
     xs, col_first, col_last = _sample_cells(width, w)
-    candidates, ref, contested_cells = _cell_candidates(values, scale)
-    labels = classes[ref].index_select(0, row_first.to(device)) \
+    candidates = _cell_candidates(values, scale)
+    labels = classes[candidates.ref].index_select(0, row_first.to(device)) \
         .index_select(1, col_first.to(device))  # right wherever a cell is uncontested
     # blocks no taller / wider than an interior cell's span of output pixels
     row_starts, row_stops = _runs(row_first, row_last, -(-height // h))
     col_starts, col_stops = _runs(col_first, col_last, -(-width // w))
     rows = row_first[row_starts], row_last[row_starts]  # cells each block may read
     cols = col_first[col_starts], col_last[col_starts]
-    contested = (contested_cells.cpu()[rows[0]][:, cols[0]]
+    contested = (candidates.contested.cpu()[rows[0]][:, cols[0]]
                  | (rows[0] != rows[1])[:, None] | (cols[0] != cols[1])[None, :])
     block_rows, block_cols = contested.nonzero(as_tuple=True)
     pixel_rows = _pixel_ranges(row_starts, row_stops)  # (nr, bh) output rows of each block row
