@@ -47,18 +47,16 @@ def test_fgaseg_matches_segment_logits(fgaseg_model):
     np.testing.assert_allclose(result.scores, expected[0].numpy(), atol=1e-5)
 
 
-@pytest.mark.parametrize("budget", [None, 0])  # one F.interpolate call / grid_sample tiles
+@pytest.mark.parametrize("budget", [None, 0])  # one F.interpolate call / per-cell grid_sample
 def test_fgaseg_labels_of_a_downscaled_image_equal_the_dense_path(fgaseg_model, budget,
                                                                    monkeypatch):
     # issue #16.1: only the surviving classes are resized, the label map is unchanged
     import fgaseg.predict.api as api
-    import fgaseg.predict.scores as scores_module
 
     image = _image(90, 150, seed=4)
     classes = [f"thing {i}" for i in range(40)]  # > pad_len: pre-selection, then TopK
     if budget is not None:
         monkeypatch.setattr(api, "_UPSAMPLE_BUDGET", budget)
-        monkeypatch.setattr(scores_module, "_TILE", 16)
     result = fgaseg_model.predict(image, classes, max_side=48, topk=2)
     pixels = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
     small = torch.nn.functional.interpolate(pixels, size=(29, 48), mode="bilinear",

@@ -57,8 +57,8 @@ def test_predict_official_uses_probabilities_for_labels_and_keeps_scores(model):
     assert np.array_equal(maps, expected[[3, 0]].numpy())
 
 
-def test_predict_official_large_image_tiled_argmax_matches_dense(model, monkeypatch):
-    # force the tiled argmax (budget below T * H * W) in the official protocol
+def test_predict_official_large_image_cellwise_argmax_matches_dense(model, monkeypatch):
+    # force the large-image argmax (budget below T * H * W) in the official protocol
     import fgaseg.predict.api as api
 
     monkeypatch.setattr(api, "_UPSAMPLE_BUDGET", 1000)

@@ -28,7 +28,7 @@ from fgaseg.predict.scores import UPSAMPLE_BUDGET, ClassScores
 #: CAT-Seg/FGAseg evaluation protocol; the model's own output grid is coarser still.
 DEFAULT_MAX_SIDE = 640
 
-# below T * H * W = this, labels come from one F.interpolate call, else from grid_sample tiles
+# below T * H * W = this, labels come from one F.interpolate call, else from per-cell grid_sample
 _UPSAMPLE_BUDGET = UPSAMPLE_BUDGET
 
 

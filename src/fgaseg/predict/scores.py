@@ -17,12 +17,20 @@ import torch
 import torch.nn.functional as F
 
 #: Bound on T * rows * W floats of the dense computation the label map used to be; below it the
-#: labels come from one ``F.interpolate`` call, above it from ``grid_sample`` tiles. The switch
-#: depends on T (not on the stored maps) so the labels stay those of the dense computation.
+#: labels come from one ``F.interpolate`` call, above it from ``grid_sample`` where classes can
+#: win (`_cellwise_argmax`). The switch depends on T (not on the stored maps) so the labels
+#: stay those of the dense computation.
 UPSAMPLE_BUDGET = 16_000_000
 
-_TILE = 64  # output pixels per tile side in the large-image argmax
-_BLOCK = 4  # source pixels per block side of the precomputed bounds
+#: Margin of the candidate bounds, relative to the scores' magnitude: 64 float32 ulps, far
+#: more than the few roundings of one bilinear value.
+_BOUND_MARGIN = 2.0 ** -18
+_TINY = 2.0 ** -120  # absolute margin for scores near float32's subnormal range
+#: How far (relative to the source size) grid_sample's source position may be from the exact
+#: one: 4 float32 ulps of any position in [0, src), for a build with or without fused
+#: multiply-adds (see `_sample_cells`).
+_POSITION_SLACK = 2.0 ** -21
+_BAND_ELEMENTS = 1 << 21  # floats per band of temporaries (a few MiB: cache-friendly)
 
 
 @dataclass
@@ -144,90 +152,245 @@ class ClassScores:
             scores = F.interpolate(self.to_dense()[None], size=size, mode="bilinear",
                                    align_corners=False)[0]
             return scores.argmax(0)
-        return _tiled_argmax(self.values, classes, size)
+        return _cellwise_argmax(self.values, classes, size)
 
 
-def _source_range(start: int, stop: int, out: int, src: int) -> tuple[int, int]:
-    """Source rows (inclusive) that bilinear output rows ``start..stop-1`` read, plus a margin
-    of one row each side against rounding (align_corners=False, border clamping)."""
-    lo = (start + 0.5) * src / out - 0.5
-    hi = (stop - 0.5) * src / out - 0.5
-    return max(0, int(lo // 1) - 1), min(src - 1, int(hi // 1) + 2)
+def _sample_cells(out: int, src: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Grid coordinates of ``out`` output positions along one axis and the source cells they
+    can read from.
+
+    Returns ``coords (out,)``, float32 in (-1, 1) exactly as the former dense bands passed them
+    to ``grid_sample`` (so sampled values are bit-identical), and ``first, last (out,)``: the
+    lowest and highest source cell (cell ``i`` lies between source positions ``i`` and
+    ``min(i + 1, src - 1)``) that ``grid_sample`` may use. ``grid_sample`` computes the source
+    position ``((g + 1) * src / 2 - 0.5)`` in float32, with or without a fused multiply-add
+    depending on the build, and clamps it to [0, src - 1]; both roundings stay within a few
+    float32 ulps of the exact value, so only positions that close to a source position can
+    fall into either neighbouring cell, and they get both (``first < last``).
+    """
+    coords = (torch.arange(out, dtype=torch.float32) + 0.5) / out * 2 - 1
+    shifted = (coords.double() + 1).float().double()  # g + 1, rounded as grid_sample does
+    exact = shifted * (src / 2) - 0.5  # exact in float64 (a float32 times a half-integer)
+    slack = src * _POSITION_SLACK
+    first = (exact - slack).clamp(0, src - 1).floor().long()
+    last = (exact + slack).clamp(0, src - 1).floor().long()
+    return coords, first, last
 
 
-def _cell_floor(values: torch.Tensor) -> torch.Tensor:
-    """``(h, w)``: a lower bound of the best score anywhere inside the 2x2 source cell whose
-    top-left corner is at each position (cells at the border repeat the last row / column).
+@dataclass
+class _CellCandidates:
+    """Which classes can win in each source cell (`_cell_candidates`).
 
-    Inside a cell every class's bilinear value is one convex combination of its four corner
-    values, with the same weights for all classes. So is the mean of the four classes that win
-    the corners, and the best class scores at least that mean, hence at least its smallest
-    corner value. (Inside one class's region this is that class's smallest corner; on a
-    boundary it stays between the two winners instead of dropping to the loser's score.)
+    Attributes:
+        ref: int64 ``(h, w)``, position of the reference class r of each cell (a candidate).
+        contested: bool ``(h, w)``, whether another class is a candidate too.
+        table: bool ``(n + 1, K)``, the candidates of the n contested cells in row order, then
+            an empty row (only contested cells get one: ``h * w * K`` bools would be large).
+        row: int64 ``(h * w,)``, each cell's row in ``table`` (the empty row if uncontested).
+    """
+
+    ref: torch.Tensor
+    contested: torch.Tensor
+    table: torch.Tensor
+    row: torch.Tensor
+
+    def of(self, cells: torch.Tensor) -> torch.Tensor:
+        """``(n, K)`` bool candidates of the cells ``(n,)`` (flat indices)."""
+        out = self.table.index_select(0, self.row[cells])
+        out.scatter_(1, self.ref.flatten()[cells][:, None], True)
+        return out
+
+
+def _cell_candidates(values: torch.Tensor, scale: torch.Tensor) -> _CellCandidates:
+    """Which classes can win where, per source cell: cell ``(i, j)`` is the square between
+    source pixels ``(i, j)`` and ``(i + 1, j + 1)`` (clamped at the border).
+
+    Inside a cell every bilinear value is a convex combination of the cell's four corner
+    values, with weights shared by all classes; so is the difference of two classes. Take as
+    reference r a class with the highest corner sum (the likely winner): class c can beat r
+    somewhere only if ``c - r`` is non-negative at one of the corners. ``grid_sample`` rounds
+    its weights, products and sums, so the test keeps a margin of 64 float32 ulps of the two
+    classes' magnitudes ``scale (K,)`` (max |score| per class). Computed in bands of rows so
+    that the temporaries stay small.
     """
     K, h, w = values.shape
-    winner = values.argmax(0)
-    rows = torch.arange(h, device=values.device)
-    cols = torch.arange(w, device=values.device)
-    corners = [(rows[:, None], cols[None]), (rows[:, None], (cols + 1).clamp(max=w - 1)[None]),
-               ((rows + 1).clamp(max=h - 1)[:, None], cols[None]),
-               ((rows + 1).clamp(max=h - 1)[:, None], (cols + 1).clamp(max=w - 1)[None])]
-    winners = [winner[r, c] for r, c in corners]
-    floor = None
-    for r, c in corners:
-        mean = sum(values[k, r, c] for k in winners) / 4
-        floor = mean if floor is None else torch.minimum(floor, mean)
-    return floor
+    device = values.device
+    ref = torch.empty((h, w), dtype=torch.int64, device=device)
+    contested = torch.empty((h, w), dtype=torch.bool, device=device)
+    tables = []
+    positions = torch.arange(K, dtype=values.dtype, device=device)[:, None, None]
+    own_margin = (_BOUND_MARGIN * scale)[:, None, None]  # (K, 1, 1)
+    rows = max(1, _BAND_ELEMENTS // (K * (w + 1)))
+    for top in range(0, h, rows):
+        bottom = min(h, top + rows)
+        band = values[:, top:bottom + 1]
+        if bottom == h:  # the last cell row has both its corner rows on the last source row
+            band = torch.cat([band, band[:, -1:]], dim=1)
+        band = torch.cat([band, band[:, :, -1:]], dim=2)  # (K, b + 1, w + 1), likewise columns
+        corners = (band[:, :-1, :-1], band[:, :-1, 1:], band[:, 1:, :-1], band[:, 1:, 1:])
+        total = corners[0] + corners[1] + corners[2] + corners[3]
+        # any class with the highest sum will do (this is faster than argmax over dim 0)
+        best = ((total == total.amax(0)) * positions).amax(0, keepdim=True).long()
+        reach = corners[0] - corners[0].gather(0, best)  # (K, b, w): max over corners of c - r
+        for corner in corners[1:]:
+            torch.maximum(reach, corner - corner.gather(0, best), out=reach)
+        reach += own_margin
+        threshold = -(_BOUND_MARGIN * scale[best] + _TINY)  # (1, b, w): r's part of the margin
+        chosen = reach >= threshold
+        reach.scatter_(0, best, float("-inf"))  # does any class besides r pass?
+        several = reach.amax(0) >= threshold[0]  # (b, w)
+        tables.append(chosen[:, several].t())
+        contested[top:bottom] = several
+        ref[top:bottom] = best[0]
+    tables.append(torch.zeros((1, K), dtype=torch.bool, device=device))
+    table = torch.cat(tables)
+    row = torch.full((h * w,), len(table) - 1, dtype=torch.int64, device=device)
+    row[contested.flatten()] = torch.arange(len(table) - 1, device=device)
+    return _CellCandidates(ref, contested, table, row)
 
 
-def _tiled_argmax(values: torch.Tensor, classes: torch.Tensor,
-                  size: tuple[int, int]) -> torch.Tensor:
-    """Exact tiled ``grid_sample`` argmax that resamples only the classes that can win a tile.
+def _runs(first: torch.Tensor, last: torch.Tensor,
+          longest: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Output ranges ``starts, stops (n,)`` of runs of consecutive positions that read the
+    same cells (``first``, ``last`` ``(out,)``, non-decreasing), at most ``longest`` long (the
+    clamped border would otherwise make one long run, and every contested block is padded to
+    the longest)."""
+    out = len(first)
+    new = torch.ones(out, dtype=torch.bool)
+    new[1:] = (first[1:] != first[:-1]) | (last[1:] != last[:-1])
+    group_start = torch.arange(out)[new][new.long().cumsum(0) - 1]  # (out,)
+    starts = ((torch.arange(out) - group_start) % longest == 0).nonzero().flatten()
+    stops = torch.cat([starts[1:], torch.tensor([out])])
+    return starts, stops
 
-    A bilinear value is a convex combination of its source neighbours, so within a tile class
-    c scores at most its maximum over the tile's source patch, and the winner scores at least
-    the smallest cell floor (`_cell_floor`) there. Classes whose maximum is below that floor
-    (less a rounding margin) cannot win and are skipped; usually one or a few remain. They are
-    resampled one at a time from views of the stored maps (``grid_sample`` gives each channel
-    the same values however many it gets), lowest class first, so ties go to the lowest index.
+
+def _pixel_ranges(starts: torch.Tensor, stops: torch.Tensor) -> torch.Tensor:
+    """``(n, size)`` output positions of each block, padded by repeating its last position
+    (a repeated pixel is sampled and labelled twice, identically)."""
+    size = int((stops - starts).max())
+    return torch.minimum(starts[:, None] + torch.arange(size), stops[:, None] - 1)
+
+
+def _resample_contested(values: torch.Tensor, candidates: torch.Tensor, ys: torch.Tensor,
+                        xs: torch.Tensor) -> torch.Tensor:
+    """Exact winners in blocks with several candidates.
+
+    Args:
+        values: ``(K, h, w)`` stored maps.
+        candidates: ``(K, n)`` bool, the classes that may win each of the n blocks.
+        ys, xs: ``(n, bh)``, ``(n, bw)`` grid coordinates of each block's pixels.
+    Returns:
+        ``(n, bh, bw)`` position in ``values`` of the winner at each pixel.
+
+    Each class is sampled by ``grid_sample`` itself at exactly the pixel coordinates of the
+    dense computation, only in the blocks where it is a candidate, so its values are the
+    dense ones bit for bit. Classes go in ascending order and must beat the best so far
+    strictly: ties go to the lowest index, as argmax does. The running best and winner of
+    the blocks live in one tensor so each class reads and writes them with one row gather
+    and one row scatter (much faster than per-element indexing).
     """
+    n, bh, bw = len(ys), ys.shape[1], xs.shape[1]
+    grid = torch.stack([xs[:, None, :].expand(n, bh, bw), ys[:, :, None].expand(n, bh, bw)],
+                       dim=-1)  # (n, bh, bw, 2)
+    # [:, 0]: best value so far; [:, 1]: 1 + position of its class (exact in float32 for
+    # K < 2 ** 24). Scores are finite, so the first candidate always beats -inf.
+    state = torch.zeros((n, 2, bh, bw), dtype=values.dtype, device=values.device)
+    state[:, 0] = float("-inf")
+    for k in candidates.any(1).nonzero().flatten().tolist():
+        blocks = candidates[k].nonzero().flatten()
+        m = len(blocks)
+        sampled = F.grid_sample(values[k][None, None],
+                                grid.index_select(0, blocks).view(1, m * bh, bw, 2),
+                                mode="bilinear", padding_mode="border",
+                                align_corners=False).view(m, bh, bw)
+        current = state.index_select(0, blocks)
+        better = (sampled > current[:, 0]).to(values.dtype)
+        torch.maximum(current[:, 0], sampled, out=current[:, 0])
+        # classes come in ascending order, so "k + 1 where better" is the max of the two
+        torch.maximum(current[:, 1], better.mul_(k + 1), out=current[:, 1])
+        state.index_copy_(0, blocks, current)
+    return state[:, 1].long() - 1
+
+
+def _banded_argmax(values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``(H, W)`` position of the winner, every stored map through ``grid_sample`` in bands
+    of rows: the dense computation itself (used where the bounds do not hold, e.g. for
+    non-finite scores)."""
+    height, width = size
+    K = values.shape[0]
+    ys, _, _ = _sample_cells(height, values.shape[1])
+    xs, _, _ = _sample_cells(width, values.shape[2])
+    out = torch.empty(size, dtype=torch.int64, device=values.device)
+    rows = max(1, _BAND_ELEMENTS // (K * width))
+    for top in range(0, height, rows):
+        grid = torch.stack(torch.meshgrid(ys[top:top + rows].to(values.device),
+                                          xs.to(values.device), indexing="ij")[::-1], dim=-1)
+        out[top:top + rows] = F.grid_sample(values[None], grid[None], mode="bilinear",
+                                            padding_mode="border", align_corners=False)[0].argmax(0)
+    return out
+
+
+_CORNERS = ((0, 0), (0, 1), (1, 0), (1, 1))  # (first or last row cell, first or last column)
+
+
+def _union_of_cells(candidates: _CellCandidates, cells: list[torch.Tensor]) -> torch.Tensor:
+    """``(n, K)``: candidates of n blocks, each the union over the (up to four) cells it may
+    read; ``cells`` are 4 tensors ``(n,)`` of flat cell indices."""
+    union = candidates.of(cells[0])
+    for other in cells[1:]:
+        if not torch.equal(other, cells[0]):  # some blocks may read another cell
+            union |= candidates.of(other)
+    return union
+
+
+def _cellwise_argmax(values: torch.Tensor, classes: torch.Tensor,
+                     size: tuple[int, int]) -> torch.Tensor:
+    """Labels ``(H, W)`` equal to the dense ``grid_sample`` argmax of ``values (K, h, w)``
+    (class indices ``classes (K,)``), resampling each class only where it can win.
+
+    The output is cut into blocks of pixels that read the same source cells (about
+    ``(H / h) x (W / w)`` pixels each). Blocks in a cell with a single candidate
+    (`_cell_candidates`) take its label without sampling; the others, and the rare blocks
+    that may read two cells (`_sample_cells`), are resolved exactly by `_resample_contested`.
+    """
+    low, high = torch.aminmax(values.flatten(1), dim=1)  # no |values| copy
+    scale = torch.maximum(-low, high)  # (K,) max |score|; inf or nan if any score is
+    if values.dtype not in (torch.float32, torch.float64) or not bool(
+            (scale <= torch.finfo(values.dtype).max / 8).all()):
+        # half precision (the margin is in float32 ulps), non-finite scores (inf - inf) or
+        # scores near overflow: the bounds say nothing, resample every class
+        return classes[_banded_argmax(values, size)]
     height, width = size
     K, h, w = values.shape
     device = values.device
-    # output pixel centres, computed as the former dense bands did (bit-identical samples)
-    xs = (torch.arange(width, dtype=torch.float32, device=device) + 0.5) / width * 2 - 1
-    ys = (torch.arange(height, dtype=torch.float32, device=device) + 0.5) / height * 2 - 1
-    # per-block maxima / floors once, so that each tile's bounds are a few small reductions
-    block = _BLOCK
-    block_max = F.max_pool2d(values[None], block, ceil_mode=True)[0]
-    block_floor = -F.max_pool2d(-_cell_floor(values)[None, None], block, ceil_mode=True)[0, 0]
-    low, high = torch.aminmax(values)
-    margin = 1e-5 * (1.0 + max(abs(float(low)), abs(float(high))))
-    labels = torch.empty(size, dtype=torch.int64, device=device)
-    for top in range(0, height, _TILE):
-        bottom = min(height, top + _TILE)
-        y0, y1 = (v // block for v in _source_range(top, bottom, height, h))
-        for left in range(0, width, _TILE):
-            right = min(width, left + _TILE)
-            x0, x1 = (v // block for v in _source_range(left, right, width, w))
-            upper = block_max[:, y0:y1 + 1, x0:x1 + 1].amax(dim=(1, 2))
-            lower = block_floor[y0:y1 + 1, x0:x1 + 1].min()
-            # float rounding can push an interpolated value a few ulps past its inputs
-            candidates = (upper >= lower - margin).nonzero().flatten().tolist()
-            if len(candidates) == 1:
-                labels[top:bottom, left:right] = classes[candidates[0]]
-                continue
-            grid = torch.stack(torch.meshgrid(ys[top:bottom], xs[left:right],
-                                              indexing="ij")[::-1], dim=-1)[None]
-            best = best_index = None
-            for c in candidates:
-                sampled = F.grid_sample(values[c][None, None], grid, mode="bilinear",
-                                        padding_mode="border", align_corners=False)[0, 0]
-                if best is None:
-                    best, best_index = sampled, torch.full_like(sampled, c, dtype=torch.int64)
-                else:
-                    better = sampled > best  # strictly: ties keep the lower class
-                    best = torch.where(better, sampled, best)
-                    best_index[better] = c
-            labels[top:bottom, left:right] = classes[best_index]
+    ys, row_first, row_last = _sample_cells(height, h)
+    xs, col_first, col_last = _sample_cells(width, w)
+    candidates = _cell_candidates(values, scale)
+    labels = classes[candidates.ref].index_select(0, row_first.to(device)) \
+        .index_select(1, col_first.to(device))  # right wherever a cell is uncontested
+    # blocks no taller / wider than an interior cell's span of output pixels
+    row_starts, row_stops = _runs(row_first, row_last, -(-height // h))
+    col_starts, col_stops = _runs(col_first, col_last, -(-width // w))
+    rows = row_first[row_starts], row_last[row_starts]  # cells each block may read
+    cols = col_first[col_starts], col_last[col_starts]
+    contested = (candidates.contested.cpu()[rows[0]][:, cols[0]]
+                 | (rows[0] != rows[1])[:, None] | (cols[0] != cols[1])[None, :])
+    block_rows, block_cols = contested.nonzero(as_tuple=True)
+    pixel_rows = _pixel_ranges(row_starts, row_stops)  # (nr, bh) output rows of each block row
+    pixel_cols = _pixel_ranges(col_starts, col_stops)  # (nc, bw)
+    # in chunks of blocks, so that the temporaries stay a few MiB whatever the image
+    chunk = max(1, _BAND_ELEMENTS // (8 * pixel_rows.shape[1] * pixel_cols.shape[1]))
+    for start in range(0, len(block_rows), chunk):
+        chunk_rows = block_rows[start:start + chunk]
+        chunk_cols = block_cols[start:start + chunk]
+        union = _union_of_cells(candidates, [(rows[a][chunk_rows] * w + cols[b][chunk_cols])
+                                             .to(device) for a, b in _CORNERS])
+        block_pixel_rows = pixel_rows[chunk_rows]  # (n, bh)
+        block_pixel_cols = pixel_cols[chunk_cols]  # (n, bw)
+        winner = _resample_contested(values, union.t().contiguous(),
+                                     ys[block_pixel_rows].to(device),
+                                     xs[block_pixel_cols].to(device))
+        labels[block_pixel_rows.to(device)[:, :, None],
+               block_pixel_cols.to(device)[:, None, :]] = classes[winner]
     return labels
+
