@@ -60,6 +60,23 @@ def test_sample_classes_keeps_present_and_adds_only_seen_negatives():
     assert len(sample_classes(many, seen, 10, rng)) == 20  # never drops a present class
 
 
+def test_shape_negatives_come_first_from_the_present_classes_siblings():
+    from fgaseg.synth.segtrain import _shape_siblings
+    from fgaseg.synth.vocabulary import build_vocabulary
+
+    vocab = build_vocabulary(0)
+    siblings = _shape_siblings(vocab)
+    attributes = np.asarray(vocab.attributes)
+    assert not siblings.diagonal().any() and siblings.sum(1).tolist() == [3] * 72
+    seen = np.asarray(vocab.seen_ids)
+    present = np.zeros(72, dtype=bool)
+    present[seen[0]] = True
+    related = [c for c in seen if siblings[seen[0], c]]
+    chosen = sample_classes(present, seen, 1 + len(related), np.random.default_rng(0), siblings)
+    assert set(chosen.tolist()) == {int(seen[0]), *map(int, related)}
+    assert (attributes[chosen, :2] == attributes[seen[0], :2]).all()
+
+
 def test_remap_labels_to_positions_in_the_class_list():
     labels = torch.tensor([[7, 3, 255], [3, 9, 7]])
     out = remap_labels(labels, np.array([3, 7]))

@@ -6,7 +6,8 @@ import torch
 
 from fgaseg.clip import build_clip
 from fgaseg.synth.pretrain import (
-    _augment, box_regions, embeddings_with_tokens, region_loss, tiny_clip_config,
+    PretrainConfig, _augment, box_regions, embeddings_with_tokens, region_loss, tiny_clip_config,
+    token_region_loss,
 )
 
 
@@ -59,3 +60,29 @@ def test_regions_are_flipped_with_their_images(single):
     assert torch.equal(lit, out_regions[:, 0])
     assert lit[:, 1, :].any()  # some vertical flips happened
     assert lit[:, :, 1].any() == single  # horizontal flips only for single objects
+
+
+def test_token_region_loss_weights_each_box_token_by_its_group_probability():
+    torch.manual_seed(0)
+    tokens = torch.randn(1, 4, 8, requires_grad=True)  # a 2x2 grid
+    regions = torch.zeros(1, 2, 2, 2, dtype=torch.bool)
+    regions[0, 0, 0, :] = True  # tokens 0 and 1
+    classes = torch.tensor([[2, -1]])
+    phrases = torch.randn(4, 8)
+    groups = torch.tensor([[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 1], [0, 0, 1, 1]], dtype=torch.bool)
+    scale = torch.tensor(0.0)
+    loss = token_region_loss(tokens, regions, classes, phrases, scale, groups)
+    logp = (torch.nn.functional.normalize(tokens[0, :2], dim=-1)
+            @ torch.nn.functional.normalize(phrases, dim=-1).t()).log_softmax(-1)
+    weight = logp.exp()[:, 2:].sum(-1)  # probability of class 2's group {2, 3}
+    expected = -(weight / weight.sum() * logp[:, 2]).sum()
+    assert torch.allclose(loss, expected.detach())
+    loss.backward()
+    assert tokens.grad[0, 2:].abs().sum() == 0 and tokens.grad[0, :2].abs().sum() > 0
+
+
+def test_region_pooling_is_checked():
+    from fgaseg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="region_pooling"):
+        PretrainConfig(region_pooling="max")

@@ -107,6 +107,10 @@ def test_dataset_items_follow_the_contract():
 def test_bad_world_config_raises_config_error():
     with pytest.raises(ConfigError):
         WorldConfig(min_objects=3, max_objects=2)
+    with pytest.raises(ConfigError, match="min_visible"):
+        WorldConfig(min_visible=1.0)
+    with pytest.raises(ConfigError, match="outline"):
+        WorldConfig(outline=-1)
 
 
 def test_rotation_limit_keeps_squares_upright():
@@ -130,7 +134,7 @@ def test_the_first_world_is_still_drawn_pixel_for_pixel():
     """The world of the first sessions (any rotation, radius 9-17) stays reproducible: its knobs
     only map the same random draws, so the test scene 0 sums to what it did then."""
     world = WorldConfig(min_radius=9, max_radius=17, max_rotation=180, pattern_dark=(0.2, 0.4), noise=7,
-                        outline=0)
+                        outline=0, min_visible=0.45)
     scene = generate_scenes(world, 1, 0, "test").images[0]
     assert int(scene.astype(np.int64).sum()) == 1308413
 

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from fgaseg.clip import CLIP, CLIPConfig, PROMPT_TEMPLATES_SINGLE, build_clip, tokenize
 from fgaseg.clip.preprocess import normalize
+from fgaseg.errors import ConfigError
 from fgaseg.synth.vocabulary import Vocabulary, build_vocabulary
 from fgaseg.synth.render import IGNORE
 from fgaseg.synth.world import WorldConfig, generate_scenes
@@ -73,6 +74,10 @@ class PretrainConfig:
     # shape only give the contrastive loss pure shape negatives
     partial_captions: float = 0.0
     clip: CLIPConfig = field(default_factory=tiny_clip_config)
+
+    def __post_init__(self) -> None:
+        if self.region_pooling not in ("mean", "token", "both"):
+            raise ConfigError(f"region_pooling must be 'mean', 'token' or 'both', got {self.region_pooling!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

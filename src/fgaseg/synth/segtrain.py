@@ -31,20 +31,39 @@ class SegTrainConfig:
     warmup_steps: int = 20
     grad_clip: float = 1.0
     num_train_scenes: int = 4000
+    # negatives are first drawn from the seen "shape siblings" of present classes (same colour
+    # and pattern, another shape): the pairs that teach the head to tell shapes apart
+    shape_negatives: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def sample_classes(
-    present: np.ndarray, seen_ids: np.ndarray, count: int, rng: np.random.Generator
+    present: np.ndarray, seen_ids: np.ndarray, count: int, rng: np.random.Generator,
+    siblings: Optional[np.ndarray] = None,
 ) -> np.ndarray:
-    """Global class ids for one step: all ``present`` ones plus seen negatives, shuffled."""
+    """Global class ids for one step: all ``present`` ones plus seen negatives, shuffled.
+
+    With ``siblings (C, C) bool``, negatives related to a present class come first.
+    """
     present = np.flatnonzero(present)
     negatives = np.setdiff1d(seen_ids, present)
-    extra = max(0, count - len(present))
-    chosen = np.concatenate([present, rng.choice(negatives, size=min(extra, len(negatives)), replace=False)])
-    return rng.permutation(chosen)
+    extra = min(max(0, count - len(present)), len(negatives))
+    if siblings is not None and extra:
+        related = siblings[present].any(0)[negatives]
+        first, rest = rng.permutation(negatives[related]), rng.permutation(negatives[~related])
+        picked = np.concatenate([first, rest])[:extra]
+    else:
+        picked = rng.choice(negatives, size=extra, replace=False)
+    return rng.permutation(np.concatenate([present, picked]))
+
+
+def _shape_siblings(vocab) -> np.ndarray:
+    """``(C, C) bool``: classes with the same colour and pattern and another shape."""
+    attributes = np.asarray(vocab.attributes)
+    same = (attributes[:, None, :2] == attributes[None, :, :2]).all(-1)
+    return same & (attributes[:, None, 2] != attributes[None, :, 2])
 
 
 def remap_labels(labels: torch.Tensor, class_ids: np.ndarray, ignore: int = 255) -> torch.Tensor:
@@ -90,6 +109,7 @@ def train_segmentation(
     if scenes.present[:, list(vocab.unseen_ids)].any():
         raise ValueError("segmentation training scenes must not contain unseen classes")
     rng = np.random.default_rng([seed, 42])
+    siblings = _shape_siblings(vocab) if config.shape_negatives else None
     torch.manual_seed(seed)
     optimizer = build_optimizer(model, config)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
@@ -102,7 +122,7 @@ def train_segmentation(
     for step in range(config.steps):
         indices = rng.choice(len(scenes), size=config.batch_size, replace=False)
         images, labels = _augment(*scenes.batch(indices), rng)
-        class_ids = sample_classes(scenes.present[indices].any(0), seen_ids, config.classes_per_step, rng)
+        class_ids = sample_classes(scenes.present[indices].any(0), seen_ids, config.classes_per_step, rng, siblings)
         targets = remap_labels(labels, class_ids)
         names = [vocab.phrases[i] for i in class_ids]
         for group, base in zip(optimizer.param_groups, base_lrs):

@@ -43,6 +43,9 @@ class WorldConfig:
     # without it stripes and dots hide the silhouette and the tiny ViT hardly learns shape
     # (docs/synthetic.md, "Third session")
     outline: float = 2.0
+    # placement is re-drawn until every object keeps at least this share of its area visible;
+    # below ~60 % an occluded circle, square or cross can look like any of them
+    min_visible: float = 0.6
 
     def __post_init__(self) -> None:
         if self.image_size < 16:
@@ -51,6 +54,10 @@ class WorldConfig:
             raise ConfigError("synthetic scenes need 1 <= min_objects <= max_objects")
         if not 0 < self.min_radius <= self.max_radius:
             raise ConfigError("synthetic scenes need 0 < min_radius <= max_radius")
+        if not 0 <= self.min_visible < 1:
+            raise ConfigError(f"synthetic min_visible must be in [0, 1), got {self.min_visible}")
+        if self.outline < 0:
+            raise ConfigError(f"synthetic outline must be >= 0 pixels, got {self.outline}")
 
     def scaled_radius(self) -> Tuple[float, float]:
         """Radius range scaled with the image size (defaults are for 64 px)."""
@@ -107,7 +114,7 @@ def make_scene(
         attributes, class_ids, world.image_size, rng, world.scaled_radius(),
         (world.clutter_min, world.clutter_max), centred=centred,
         pattern_dark=tuple(world.pattern_dark), noise=world.noise, max_rotation=world.max_rotation,
-        outline=world.scaled_outline(),
+        outline=world.scaled_outline(), min_visible=world.min_visible,
     )
     # caption lists objects left to right, as a person describing the picture might
     order = sorted(range(len(class_ids)), key=lambda k: _centre_x(label, class_ids[k]))
