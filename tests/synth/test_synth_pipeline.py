@@ -129,13 +129,15 @@ def test_demo_refuses_to_replace_an_earlier_run(tmp_path, cache, capsys):
 
 @needs_model
 def test_the_demo_learns_at_a_reduced_budget(tmp_path, cache):
-    """The demo's recipe (world, CLIP, FGAseg, loss) with a quarter of its steps.
+    """The demo's recipe (world, CLIP, FGAseg, loss) at a reduced budget.
 
-    Measured with this budget (seed 0, 2026-12-01): 6.5 / 5.2 mIoU seen / unseen, colour 88 %,
-    pattern 57 %, shape 25 % (docs/synthetic.md, "Reduced-budget test"). The thresholds sit
-    far above chance (0.7 mIoU; 17 / 33 % colour / pattern) and below the measured values.
-    Shape is not asserted: at this budget it is at chance (25 %), as it nearly is in the full
-    demo (31 %); issue 14's shape target is open.
+    Half the CLIP steps (300 on 6 000 images), a third of the FGAseg steps (100 on 1 000
+    scenes), 100 test scenes. Measured (seed 0, 2026-12-01 evening, outlined world): 9.5 / 8.5
+    mIoU seen / unseen, colour 88 %, pattern 67 %, segmentation shape 30 %, the tiny CLIP's
+    zero-shot shape 58 % (docs/synthetic.md, "Reduced-budget test"). Thresholds sit far above
+    chance (0.7 mIoU; 17 / 33 / 25 % colour / pattern / shape) and below the measured values.
+    Shape is asserted on the CLIP (zero-shot on single objects), where it is far above chance
+    at this budget; the segmentation's shape (30 %) is too close to chance here to assert.
     """
     import dataclasses
 
@@ -144,12 +146,13 @@ def test_the_demo_learns_at_a_reduced_budget(tmp_path, cache):
     base = demo_config()
     config = dataclasses.replace(
         base,
-        pretrain=dataclasses.replace(base.pretrain, steps=150, num_images=4000),
+        pretrain=dataclasses.replace(base.pretrain, steps=300, num_images=6000),
         segtrain=dataclasses.replace(base.segtrain, steps=100, num_train_scenes=1000),
         num_test_scenes=100, topk_rows=(), training_free_rows=(), num_overlays=0,
     )
     results = run_benchmark(config, out_dir=tmp_path / "reduced", progress=False, log=lambda *_: None)
     row = results["rows"][0]
-    assert row["mIoU_seen"] >= 4.0 and row["mIoU_unseen"] >= 3.5, row
+    assert row["mIoU_seen"] >= 6.0 and row["mIoU_unseen"] >= 5.0, row
     assert row["mIoU_unseen"] >= 0.6 * row["mIoU_seen"], row  # unseen phrases are composed
-    assert row["attributes"]["colour"] >= 75 and row["attributes"]["pattern"] >= 45, row
+    assert row["attributes"]["colour"] >= 75 and row["attributes"]["pattern"] >= 50, row
+    assert results["clip"]["zero_shot"]["shape"] >= 0.45, results["clip"]["zero_shot"]  # chance 0.25
