@@ -128,6 +128,7 @@ def test_demo_refuses_to_replace_an_earlier_run(tmp_path, cache, capsys):
 
 
 @needs_model
+@pytest.mark.timeout(900)  # ~5 min on 2 idle cores; more when other jobs share them
 def test_the_demo_learns_at_a_reduced_budget(tmp_path, cache):
     """The demo's recipe (world, CLIP, FGAseg, loss) at a reduced budget.
 
