@@ -89,3 +89,41 @@ def test_mean_std_table_reports_paired_differences():
     table = mean_std_table(groups, reference="full")
     assert "| off | 2 | 9.5 ± 0.7 | 7.0 ± 0.0 | 8.0 ± 0.0 | -2.0 ± 1.4 |" in table
     assert fmt_mean_std([1.0]) == "1.0" and fmt_mean_std([]) == "–"
+
+
+def test_default_training_steps_list_every_seen_class_and_no_unseen_one():
+    """As the paper trains (its whole training vocabulary every iteration): all 54 seen phrases."""
+    from types import SimpleNamespace
+
+    import pytest
+
+    from fgaseg.errors import ConfigError
+    from fgaseg.synth.segtrain import SegTrainConfig, train_segmentation
+    from fgaseg.synth.world import WorldConfig, generate_scenes
+    from fgaseg.synth.vocabulary import build_vocabulary
+
+    vocab = build_vocabulary(0)
+    scenes = generate_scenes(WorldConfig(image_size=32), 8, 0, "train", vocab.seen_ids, vocab)
+    seen_lists = []
+
+    class Recorder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(()))
+
+        def parameter_groups(self, lr, clip_lr_multiplier, weight_decay):
+            return [{"params": [self.w], "lr": lr}]
+
+        def forward(self, images, names, targets):
+            seen_lists.append(list(names))
+            assert int(targets[targets != 255].max()) < len(names)
+            loss = self.w * 0 + 1.0
+            return SimpleNamespace(loss=loss, losses={"loss_sem_seg": loss})
+
+    config = SegTrainConfig(steps=3, batch_size=2, warmup_steps=1)
+    assert config.classes_per_step is None
+    train_segmentation(Recorder(), scenes, config, progress=False)
+    seen_phrases = {vocab.phrases[i] for i in vocab.seen_ids}
+    assert len(seen_lists) == 3 and all(set(names) == seen_phrases and len(names) == 54 for names in seen_lists)
+    with pytest.raises(ConfigError, match="classes_per_step"):
+        SegTrainConfig(classes_per_step=0)

@@ -73,11 +73,15 @@ class PretrainConfig:
     # circle"; the shape is always named), as web captions often do: texts that differ in
     # shape only give the contrastive loss pure shape negatives
     partial_captions: float = 0.0
+    # share of each batch drawn from multi-object scenes (the rest: single objects)
+    scene_share: float = 0.5
     clip: CLIPConfig = field(default_factory=tiny_clip_config)
 
     def __post_init__(self) -> None:
         if self.region_pooling not in ("mean", "token", "both"):
             raise ConfigError(f"region_pooling must be 'mean', 'token' or 'both', got {self.region_pooling!r}")
+        if not 0.0 <= self.scene_share <= 1.0:
+            raise ConfigError(f"scene_share must be in [0, 1], got {self.scene_share}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -306,7 +310,7 @@ def pretrain_clip(
         optimizer, max_lr=config.lr, total_steps=max(1, config.steps), pct_start=0.15
     )
     generator = torch.Generator().manual_seed(seed)
-    half = config.batch_size // 2
+    half = config.batch_size - round(config.batch_size * config.scene_share)  # single objects first
     singles_n = int(is_single.sum())
     bar = _bar(config.steps, "stage 1/3: pretrain tiny CLIP", progress)
     losses = []
