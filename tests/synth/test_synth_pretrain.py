@@ -86,3 +86,19 @@ def test_region_pooling_is_checked():
 
     with pytest.raises(ConfigError, match="region_pooling"):
         PretrainConfig(region_pooling="max")
+
+
+def test_pretraining_updates_only_the_token_rows_the_world_uses_and_returns_the_full_table():
+    from fgaseg.synth.pretrain import PretrainConfig, compact_ids, pretrain_clip, tiny_clip_config
+    from fgaseg.synth.world import WorldConfig
+
+    config = PretrainConfig(steps=2, batch_size=8, num_images=16, clip=tiny_clip_config(32, 32, 1))
+    before = build_clip(config.clip, seed=0).token_embedding.weight.detach().clone()
+    clip, _ = pretrain_clip(config, WorldConfig(image_size=32), seed=0, progress=False)
+    after = clip.token_embedding.weight.detach()
+    assert after.shape == before.shape == (49408, 32)
+    changed = (after != before).any(1)
+    assert 0 < int(changed.sum()) < 100  # the world's few dozen tokens, EOT among them
+    assert bool(changed[49407]) and torch.equal(after[~changed], before[~changed])
+    used = torch.tensor([0, 5, 320, 49406, 49407])
+    assert compact_ids(torch.tensor([[49406, 320, 5, 49407, 0]]), used).tolist() == [[3, 2, 1, 4, 0]]

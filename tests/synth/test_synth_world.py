@@ -167,3 +167,11 @@ def test_outline_darkens_the_silhouette():
         inside = (label != 255) & ~edge
         assert edge.any() and image[edge].mean() < 0.5 * image[inside].mean()
     assert WorldConfig(image_size=32).scaled_outline() == 1 and WorldConfig(outline=0).scaled_outline() == 0
+
+
+def test_scenes_rendered_by_several_processes_equal_those_rendered_by_one():
+    world = WorldConfig(image_size=32)
+    one = generate_scenes(world, 600, 3, "train", workers=1)
+    two = generate_scenes(world, 600, 3, "train", workers=2)
+    assert np.array_equal(one.images, two.images) and np.array_equal(one.labels, two.labels)
+    assert one.captions == two.captions and np.array_equal(one.present, two.present)

@@ -25,9 +25,9 @@ from fgaseg.synth.pretrain import pretrained_tiny_clip
 from fgaseg.synth.report import mean_std_table, results_table, write_json
 from fgaseg.synth.segtrain import train_segmentation
 
-# per-run budget of `fgaseg demo --ablations` (7 variants x 3 seeds = 21 runs; ~90 s each on
-# an idle 2-core machine, ~3.5 min each when other jobs share the cores)
-ABLATION_STEPS = 200
+# per-run budget of `fgaseg demo --ablations`: the demo's own 300 steps (7 variants x 5 seeds =
+# 35 runs, ~3 min each on 2 idle cores; docs/synthetic.md gives the measured total)
+ABLATION_STEPS = 300
 ABLATION_TEST_SCENES = 300
 
 # name -> config overrides (everything else as in the full model, including the decoder mode)

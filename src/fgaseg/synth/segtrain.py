@@ -97,7 +97,7 @@ def build_optimizer(model, config: SegTrainConfig) -> torch.optim.Optimizer:
     groups = model.parameter_groups(
         lr=config.lr, clip_lr_multiplier=config.clip_lr_multiplier, weight_decay=config.weight_decay
     )
-    return torch.optim.AdamW(groups, lr=config.lr)
+    return torch.optim.AdamW(groups, lr=config.lr, fused=True)
 
 
 def lr_factor(step: int, config: SegTrainConfig) -> float:

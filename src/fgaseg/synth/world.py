@@ -8,8 +8,9 @@ their parts can be generated in any order. Labels: the class id (index into
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -168,23 +169,67 @@ def generate_scenes(
     world: WorldConfig, count: int, seed: int, split: str,
     allowed_ids: Optional[Sequence[int]] = None, vocab: Optional[Vocabulary] = None,
     num_objects: Optional[int] = None, centred: bool = False, progress: Optional[str] = None,
+    workers: Optional[int] = None,
 ) -> SceneSet:
-    """Render ``count`` scenes of ``split`` into a :class:`SceneSet`."""
+    """Render ``count`` scenes of ``split`` into a :class:`SceneSet`.
+
+    Large sets are rendered by ``workers`` forked processes (default: one per CPU core, at most
+    4); scene ``i`` is a pure function of ``(seed, split, i)``, so the result does not depend on it.
+    """
     vocab = vocab or build_vocabulary(world.split_seed)
     size = world.image_size
     images = np.empty((count, size, size, 3), dtype=np.uint8)
     labels = np.empty((count, size, size), dtype=np.uint8)
-    captions = []
-    for i in _maybe_tqdm(range(count), progress):
-        scene = make_scene(world, vocab, seed, split, i, allowed_ids, num_objects, centred)
-        images[i], labels[i] = scene.image, scene.label
-        captions.append(scene.caption)
+    captions: List[str] = [""] * count
+    job = (world, vocab, seed, split, allowed_ids, num_objects, centred)
+    chunks = [range(i, min(count, i + _CHUNK)) for i in range(0, count, _CHUNK)]
+    workers = min(len(chunks), workers if workers is not None else min(4, os.cpu_count() or 1))
+    bar = _maybe_tqdm(count, progress)
+    pool = _fork_pool(workers) if workers > 1 else None
+    try:
+        parts = pool.map(_render_chunk, [(job, c) for c in chunks]) if pool else (_render_chunk((job, c)) for c in chunks)
+        for chunk, (chunk_images, chunk_labels, chunk_captions) in zip(chunks, parts):
+            images[chunk.start:chunk.stop], labels[chunk.start:chunk.stop] = chunk_images, chunk_labels
+            captions[chunk.start:chunk.stop] = chunk_captions
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+        if pool:
+            pool.shutdown()
     return SceneSet(images, labels, captions, vocab)
 
 
-def _maybe_tqdm(iterable, description: Optional[str]) -> Iterator:
+_CHUNK = 250  # scenes a worker renders per task
+
+
+def _render_chunk(task) -> Tuple[np.ndarray, np.ndarray, List[str]]:
+    (world, vocab, seed, split, allowed_ids, num_objects, centred), indices = task
+    scenes = [make_scene(world, vocab, seed, split, i, allowed_ids, num_objects, centred) for i in indices]
+    return (np.stack([s.image for s in scenes]), np.stack([s.label for s in scenes]),
+            [s.caption for s in scenes])
+
+
+def _fork_pool(workers: int):
+    """A process pool of ``workers`` forked processes, or None where fork is unavailable."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return None
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _maybe_tqdm(total: int, description: Optional[str]):
     if description is None:
-        return iter(iterable)
+        return _NoBar()
     from tqdm.auto import tqdm
 
-    return iter(tqdm(iterable, desc=description, leave=False, mininterval=0.5))
+    return tqdm(total=total, desc=description, leave=False, mininterval=0.5)
