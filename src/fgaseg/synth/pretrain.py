@@ -46,9 +46,9 @@ def tiny_clip_config(image_size: int = 64, width: int = 128, depth: int = 4) -> 
 class PretrainConfig:
     """Budget and optimiser of the contrastive stage."""
 
-    # 1150 steps of 64 (~0.3 s a step on 2 cores) keep a fresh demo under 10 min; they teach
+    # 1100 steps of 64 (~0.34 s a step on 2 cores) keep a fresh demo under 10 min; they teach
     # shape better than 600 of 128 at about the same cost (docs/synthetic.md, "Fourth session")
-    steps: int = 1150
+    steps: int = 1100
     batch_size: int = 64
     num_images: int = 12000  # half single objects, half scenes
     lr: float = 1e-3  # at 2e-3 the image tower learns no shape at all (docs/synthetic.md)
