@@ -128,17 +128,18 @@ def test_demo_refuses_to_replace_an_earlier_run(tmp_path, cache, capsys):
 
 
 @needs_model
-@pytest.mark.timeout(900)  # ~5 min on 2 idle cores; more when other jobs share them
+@pytest.mark.timeout(1200)  # ~6 min on 2 idle cores; 14 min at 1 thread with two other jobs
 def test_the_demo_learns_at_a_reduced_budget(tmp_path, cache):
     """The demo's recipe (world, CLIP, FGAseg, loss) at a reduced budget.
 
-    Half the CLIP steps (300 on 6 000 images), a third of the FGAseg steps (100 on 1 000
-    scenes), 100 test scenes. Measured (seed 0, 2026-12-01 evening, outlined world): 9.5 / 8.5
-    mIoU seen / unseen, colour 88 %, pattern 67 %, segmentation shape 30 %, the tiny CLIP's
-    zero-shot shape 58 % (docs/synthetic.md, "Reduced-budget test"). Thresholds sit far above
-    chance (0.7 mIoU; 17 / 33 / 25 % colour / pattern / shape) and below the measured values.
-    Shape is asserted on the CLIP (zero-shot on single objects), where it is far above chance
-    at this budget; the segmentation's shape (30 %) is too close to chance here to assert.
+    CLIP 800 steps on 6 000 images (the demo: 1100 on 12 000), FGAseg 150 steps on 1 000
+    scenes (the demo: 300 on 4 000), 100 test scenes. Measured (seed 0, 2026-12-01 night, 1
+    thread under load 3): 14.7 / 13.2 mIoU seen / unseen, colour 89 %, pattern 85 %,
+    segmentation shape 34 %, the tiny CLIP's zero-shot shape 74 % (docs/synthetic.md,
+    "Reduced-budget test"). Thresholds sit far above chance (0.7 mIoU; 17 / 33 / 25 % colour /
+    pattern / shape) and below the measured values. Shape is asserted strongly on the CLIP
+    (zero-shot on single objects) and weakly on the segmentation (>= 30 %: a head whose shape
+    collapsed to chance scored 28.6 % in the fourth session's experiments).
     """
     import dataclasses
 
@@ -147,13 +148,14 @@ def test_the_demo_learns_at_a_reduced_budget(tmp_path, cache):
     base = demo_config()
     config = dataclasses.replace(
         base,
-        pretrain=dataclasses.replace(base.pretrain, steps=300, num_images=6000),
-        segtrain=dataclasses.replace(base.segtrain, steps=100, num_train_scenes=1000),
+        pretrain=dataclasses.replace(base.pretrain, steps=800, num_images=6000),
+        segtrain=dataclasses.replace(base.segtrain, steps=150, num_train_scenes=1000),
         num_test_scenes=100, topk_rows=(), training_free_rows=(), num_overlays=0,
     )
     results = run_benchmark(config, out_dir=tmp_path / "reduced", progress=False, log=lambda *_: None)
     row = results["rows"][0]
-    assert row["mIoU_seen"] >= 6.0 and row["mIoU_unseen"] >= 5.0, row
-    assert row["mIoU_unseen"] >= 0.6 * row["mIoU_seen"], row  # unseen phrases are composed
-    assert row["attributes"]["colour"] >= 75 and row["attributes"]["pattern"] >= 50, row
-    assert results["clip"]["zero_shot"]["shape"] >= 0.45, results["clip"]["zero_shot"]  # chance 0.25
+    assert row["mIoU_seen"] >= 9.0 and row["mIoU_unseen"] >= 8.0, row
+    assert row["mIoU_unseen"] >= 0.7 * row["mIoU_seen"], row  # unseen phrases are composed
+    assert row["attributes"]["colour"] >= 75 and row["attributes"]["pattern"] >= 65, row
+    assert row["attributes"]["shape"] >= 30, row  # chance 25
+    assert results["clip"]["zero_shot"]["shape"] >= 0.55, results["clip"]["zero_shot"]  # chance 0.25

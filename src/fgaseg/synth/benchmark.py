@@ -165,7 +165,7 @@ def evaluate_training_free(clip, test: SceneSet, config: BenchmarkConfig, progre
 
 # seconds per step / per test scene on 2 idle cores (docs/synthetic.md, "Timings"); used only
 # to tell a newcomer up front about how long the demo will take
-_CLIP_STEP_S, _SEG_STEP_S, _EVAL_SCENE_S, _DATA_S = 0.31, 0.55, 0.08, 12.0
+_CLIP_STEP_S, _SEG_STEP_S, _EVAL_SCENE_S, _DATA_S = 0.35, 0.46, 0.065, 14.0
 
 
 def plan(config: BenchmarkConfig, use_cache: bool = True) -> str:
