@@ -79,6 +79,20 @@ def test_ablation_smoke_resumes(tmp_path, cache):
     assert len(again["runs"]) == 2  # nothing retrained
 
 
+def test_loss_levelling_table_reports_the_share_of_the_decrease():
+    from fgaseg.synth.ablation import ablation_markdown, late_loss_change
+
+    curve = [1.0] * 5 + [0.2] * 55 + [0.12] * 20 + [0.1] * 20  # 100 steps
+    assert late_loss_change(curve) == pytest.approx((1.0, 0.12, 0.1))
+    state = {"config": {"segtrain": {"steps": 100, "batch_size": 4}, "pretrain": {"steps": 1},
+                        "num_test_scenes": 1},
+             "variants": ["full FGAseg"],
+             "runs": [{"variant": "full FGAseg", "seed": 0, "mIoU_seen": 1.0, "mIoU_unseen": 1.0, "hIoU": 1.0,
+                       "mIoU_all": 1.0, "pixel_acc": 1.0, "loss_curve": curve}]}
+    # (0.12 - 0.1) of a total decrease of (1.0 - 0.1): 2.2 %
+    assert "| full FGAseg | 1.0000 | 0.1200 | 0.1000 | -16.7 % | 2.2 % |" in ablation_markdown(state)
+
+
 def test_no_cache_flag_retrains(tmp_path, cache):
     from fgaseg.synth.pretrain import pretrained_tiny_clip
 

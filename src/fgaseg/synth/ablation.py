@@ -160,11 +160,12 @@ def _load_previous(path: Path, config: BenchmarkConfig) -> dict:
     return state if same else {}
 
 
-def late_loss_change(losses: Sequence[float]) -> Tuple[float, float]:
-    """Mean loss over steps 60–80 % and over the last 20 % of a run."""
+def late_loss_change(losses: Sequence[float]) -> Tuple[float, float, float]:
+    """Mean loss over the first 5 %, over steps 60–80 % and over the last 20 % of a run."""
     n = len(losses)
     a, b = int(0.6 * n), int(0.8 * n)
-    return float(np.mean(losses[a:b] or losses)), float(np.mean(losses[b:] or losses))
+    return (float(np.mean(losses[:max(1, n // 20)] or losses)), float(np.mean(losses[a:b] or losses)),
+            float(np.mean(losses[b:] or losses)))
 
 
 def ablation_markdown(state: dict) -> str:
@@ -187,16 +188,19 @@ def ablation_markdown(state: dict) -> str:
         mean_std_table(groups, reference="full FGAseg" if "full FGAseg" in groups else None),
         "",
         "Has training levelled off? Loss change over the last fifth of the steps (mean over seeds; "
-        "`ablation_curves.png` plots the curves):",
+        "`ablation_curves.png` plots the curves), and that change as a share of the whole run's "
+        "decrease (loss of the first 5 % of the steps minus loss of the last 20 %):",
         "",
-        "| variant | loss, steps 60–80 % | loss, last 20 % | change |",
-        "|---|---|---|---|",
+        "| variant | loss, first 5 % | loss, steps 60–80 % | loss, last 20 % | change | share of the run's decrease |",
+        "|---|---|---|---|---|---|",
     ]
     for name, runs in groups.items():
         tail = [late_loss_change(r.get("loss_curve", [])) for r in runs if r.get("loss_curve")]
         if tail:
-            before, after = float(np.mean([t[0] for t in tail])), float(np.mean([t[1] for t in tail]))
-            lines.append(f"| {name} | {before:.4f} | {after:.4f} | {100 * (after - before) / before:+.1f} % |")
+            first, before, after = (float(np.mean([t[i] for t in tail])) for i in range(3))
+            share = (before - after) / (first - after) if first != after else 0.0
+            lines.append(f"| {name} | {first:.4f} | {before:.4f} | {after:.4f} | "
+                         f"{100 * (after - before) / before:+.1f} % | {100 * share:.1f} % |")
     full = groups.get("full FGAseg", [])
     inference = {}
     for run in full:
