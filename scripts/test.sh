@@ -18,7 +18,7 @@ fi
 # made torch up to 10x slower.
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 set +e
-"$ROOT/.venv/bin/python" -m pytest -q -p no:cacheprovider "$@"
+"$ROOT/.venv/bin/python" -m pytest -q -p no:cacheprovider --durations=12 "$@"
 rc=$?
 set -e
 if [ "$rc" = "5" ]; then

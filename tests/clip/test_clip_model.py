@@ -192,3 +192,15 @@ def test_config_round_trip_and_validation():
         CLIPConfig.from_dict({**config.to_dict(), "bogus": 1})
     with pytest.raises(ConfigError):
         dataclasses.replace(config, image_resolution=225)
+
+
+def test_a_float64_copy_runs_in_float64_and_agrees_with_float32(tiny):
+    import copy
+
+    images = torch.randn(2, 3, 64, 64)
+    double = copy.deepcopy(tiny).double()
+    with torch.no_grad():
+        out = double.encode_image(images.double())
+        text = double.encode_text(torch.randint(1, 100, (3, 77)))
+        assert out.dtype == text.dtype == torch.float64  # LayerNorms too, not only the GEMMs
+        assert torch.allclose(out.float(), tiny.encode_image(images), atol=1e-5)

@@ -16,10 +16,12 @@ from torch import nn
 
 
 class LayerNorm(nn.LayerNorm):
-    """LayerNorm computed in float32 (as OpenAI's, so half-precision towers stay stable)."""
+    """LayerNorm computed in float32 (as OpenAI's, so half-precision towers stay stable), or in
+    float64 when the model was converted to it (precision checks, e.g. the official parity)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.float()).to(x.dtype)
+        dtype = torch.float64 if self.weight is not None and self.weight.dtype == torch.float64 else torch.float32
+        return super().forward(x.to(dtype)).to(x.dtype)
 
 
 class QuickGELU(nn.Module):
