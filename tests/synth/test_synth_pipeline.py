@@ -142,18 +142,19 @@ def test_demo_refuses_to_replace_an_earlier_run(tmp_path, cache, capsys):
 
 
 @needs_model
-@pytest.mark.timeout(1200)  # ~6 min on 2 idle cores; 14 min at 1 thread with two other jobs
+@pytest.mark.timeout(1500)  # ~7 min on 2 idle cores; ~14 min at 1 thread with three other jobs
 def test_the_demo_learns_at_a_reduced_budget(tmp_path, cache):
     """The demo's recipe (world, CLIP, FGAseg, loss) at a reduced budget.
 
-    CLIP 800 steps on 6 000 images (the demo: 1100 on 12 000), FGAseg 150 steps on 1 000
-    scenes (the demo: 300 on 4 000), 100 test scenes. Measured (seed 0, 2026-12-01 night, 1
-    thread under load 3): 14.7 / 13.2 mIoU seen / unseen, colour 89 %, pattern 85 %,
-    segmentation shape 34 %, the tiny CLIP's zero-shot shape 74 % (docs/synthetic.md,
+    CLIP 800 steps on 6 000 images (the demo: 1100 on 12 000), FGAseg the demo's 300 steps but
+    on 1 000 scenes (the demo: 4 000), 100 test scenes. Measured (seed 0, 2026-12-01 night, 1
+    thread under load 4.5): 26.7 / 23.3 mIoU seen / unseen, colour 93 %, pattern 92 %,
+    segmentation shape 46.4 %, the tiny CLIP's zero-shot shape 74 % (docs/synthetic.md,
     "Reduced-budget test"). Thresholds sit far above chance (0.7 mIoU; 17 / 33 / 25 % colour /
-    pattern / shape) and below the measured values. Shape is asserted strongly on the CLIP
-    (zero-shot on single objects) and weakly on the segmentation (>= 30 %: a head whose shape
-    collapsed to chance scored 28.6 % in the fourth session's experiments).
+    pattern / shape) and below the measured values. Neither the shape nor the mIoU thresholds
+    can be met with shape at chance: heads whose shape stayed at chance scored 25–32 % shape and
+    at most ~12 mIoU (even perfect colour and pattern with chance shape give about 1/4 / (1 + 3/4)
+    ≈ 14 % IoU per class).
     """
     import dataclasses
 
@@ -163,13 +164,13 @@ def test_the_demo_learns_at_a_reduced_budget(tmp_path, cache):
     config = dataclasses.replace(
         base,
         pretrain=dataclasses.replace(base.pretrain, steps=800, num_images=6000),
-        segtrain=dataclasses.replace(base.segtrain, steps=150, num_train_scenes=1000),
+        segtrain=dataclasses.replace(base.segtrain, steps=300, num_train_scenes=1000),
         num_test_scenes=100, topk_rows=(), training_free_rows=(), num_overlays=0,
     )
     results = run_benchmark(config, out_dir=tmp_path / "reduced", progress=False, log=lambda *_: None)
     row = results["rows"][0]
-    assert row["mIoU_seen"] >= 9.0 and row["mIoU_unseen"] >= 8.0, row
+    assert row["mIoU_seen"] >= 18.0 and row["mIoU_unseen"] >= 15.0, row
     assert row["mIoU_unseen"] >= 0.7 * row["mIoU_seen"], row  # unseen phrases are composed
-    assert row["attributes"]["colour"] >= 75 and row["attributes"]["pattern"] >= 65, row
-    assert row["attributes"]["shape"] >= 30, row  # chance 25
+    assert row["attributes"]["colour"] >= 80 and row["attributes"]["pattern"] >= 80, row
+    assert row["attributes"]["shape"] >= 38, row  # chance 25
     assert results["clip"]["zero_shot"]["shape"] >= 0.55, results["clip"]["zero_shot"]  # chance 0.25
