@@ -108,12 +108,11 @@ def _write(out_dir: Path, state: dict) -> None:
 
 
 def save_ablation_curves(path: Path, state: dict) -> Path:
-    """Training loss vs step of every variant, averaged over its seeds (smoothed over 20 steps).
+    """Training loss vs step of every variant, averaged over its seeds (smoothed over 20 steps):
+    all steps on a log scale, and the last 40 % of the steps on a linear one.
 
     Whether each curve has levelled off by the last step is what tells if the budget is enough.
     """
-    import numpy as np
-
     from fgaseg.synth.plot import curve, line_chart
 
     series = {}
@@ -122,7 +121,10 @@ def save_ablation_curves(path: Path, state: dict) -> Path:
         if losses:
             length = min(len(l) for l in losses)
             series[name] = curve(np.mean([l[:length] for l in losses], axis=0), 20)
-    return line_chart([("FGAseg training loss per variant (mean over seeds)", series)], path, size=(900, 420))
+    last = max((len(points) for points in series.values()), default=0)
+    tail = {name: points[int(0.6 * last):] for name, points in series.items()}
+    return line_chart([("FGAseg training loss per variant (mean over seeds)", series),
+                       ("the last 40 % of the steps", tail)], path, size=(700, 420), log_y=(True, False))
 
 
 def _metrics(m: dict) -> dict:
