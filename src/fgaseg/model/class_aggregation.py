@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fgaseg.model.parallel_chunks import for_each_chunk
+
 
 _ROWS = 2048  # (pixel, class) tokens per pixel chunk at inference: the MLP's hidden stays ~4 MB
 
@@ -222,7 +224,8 @@ class ClassTransformerLayer(nn.Module):
             # tokens is x itself (memory (B, H, W, T, C), as the Swin blocks write it) or a copy
             own = tokens.untyped_storage().data_ptr() != x.untyped_storage().data_ptr()
             y = tokens if same_size and (own or overwrite_input) else torch.empty_like(tokens)
-            for p in range(0, L, step):
+
+            def chunk(p: int) -> None:
                 t = tokens[:, p:p + step]
                 part = self._pixels(t, w, bias, gqk, kv_pad, ks_pad)
                 # official: x + pool^-1(t + att + mlp); without pooling the outer residual is here
@@ -230,6 +233,8 @@ class ClassTransformerLayer(nn.Module):
                     torch.add(part, t, out=y[:, p:p + step])
                 else:
                     y[:, p:p + step] = part
+
+            for_each_chunk(chunk, range(0, L, step), x.device)
         if same_size:
             return y.view(B, H, W, T, C).permute(0, 4, 3, 1, 2)
         y = y.reshape(B, Hp, Wp, T, C).permute(0, 4, 3, 1, 2)  # (B, C, T, Hp, Wp)

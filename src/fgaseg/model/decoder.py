@@ -23,6 +23,7 @@ from torch import nn
 from fgaseg.model.class_aggregation import ClassTransformerLayer
 from fgaseg.model.config import FGASegConfig
 from fgaseg.model.cost_volume import Local_align, cosine_cost_volume, gather_classes, preselect_classes
+from fgaseg.model.parallel_chunks import map_chunks
 from fgaseg.model.swin_aggregation import SwinTransformerBlockWrapper
 from fgaseg.model.topk import class_copies, first_positions, keep_indices, tie_copies
 from fgaseg.model.upsampling import DoubleConv, Up
@@ -355,6 +356,9 @@ class FGASegDecoder(nn.Module):
         def local_of(s: int, e: int) -> Optional[torch.Tensor]:
             return None if local is None else local[:, :, s:e]
 
+        def decode(s: int) -> torch.Tensor:  # classes s:s+step of x, both Up-blocks and the head
+            return self._decode2(self._decode1(x[:, :, s:s + step], local_of(s, s + step), dec_g)[0], dec_g, B)
+
         if use_topk:  # stage 2: prune after Up-block 1
             # Up-block 1 outputs are kept (when they fit the budget) so the survivors are not
             # decoded twice; otherwise they are recomputed chunk by chunk.
@@ -379,16 +383,14 @@ class FGASegDecoder(nn.Module):
                 if keep.numel() < n:
                     cache = cache[:, keep]
                 n = x.shape[2]
-                logits = torch.cat([
-                    self._decode2(cache[:, s:s + step].flatten(0, 1).permute(0, 3, 1, 2), dec_g, B)
-                    for s in range(0, n, step)], dim=1)
+                logits = torch.cat(map_chunks(
+                    lambda s: self._decode2(cache[:, s:s + step].flatten(0, 1).permute(0, 3, 1, 2), dec_g, B),
+                    range(0, n, step), x.device), dim=1)
             else:
                 n = x.shape[2]
-                logits = torch.cat([self._decode2(self._decode1(x[:, :, s:s + step], local_of(s, s + step), dec_g)[0], dec_g, B)
-                                    for s in range(0, n, step)], dim=1)
+                logits = torch.cat(map_chunks(decode, range(0, n, step), x.device), dim=1)
         else:
-            logits = torch.cat([self._decode2(self._decode1(x[:, :, s:s + step], local_of(s, s + step), dec_g)[0], dec_g, B)
-                                for s in range(0, n, step)], dim=1)
+            logits = torch.cat(map_chunks(decode, range(0, n, step), x.device), dim=1)
 
         if ids is not None:
             logits = tie_copies(logits, copies())

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fgaseg.model.parallel_chunks import for_each_chunk
+
 
 def window_partition(x: torch.Tensor, ws: int) -> torch.Tensor:
     """``(N, H, W, C)`` -> ``(N, nW, ws*ws, C)``."""
@@ -320,11 +322,15 @@ class SwinTransformerBlockWrapper(nn.Module):
         tokens = x.permute(0, 2, 3, 4, 1)  # (B, T, H, W, C)
         step = T if not chunk_size else chunk_size
         out = x.new_empty(B, H, W, T, C)
-        for start in range(0, T, step):
+        reorder = self.reorder(x.device)
+
+        def chunk(start: int) -> None:
             t = tokens[:, start:start + step]
             n = t.shape[1]
             w = self.block_1.grid_to_windows(t.reshape(B * n, H, W, C))
             w = self.block_1.forward_windows(w, g1, B)
-            w = self.block_2.forward_windows(w.index_select(1, self.reorder(w.device)), g2, B)
+            w = self.block_2.forward_windows(w.index_select(1, reorder), g2, B)
             out[:, :, :, start:start + step] = self.block_2.windows_to_grid(w).view(B, n, H, W, C).permute(0, 2, 3, 1, 4)
+
+        for_each_chunk(chunk, range(0, T, step), x.device)
         return out.permute(0, 4, 3, 1, 2)
