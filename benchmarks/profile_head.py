@@ -307,6 +307,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    import fgaseg.model.parallel_chunks as parallel_chunks
+
+    # the stage timers follow one thread of control: chunks stay on the calling thread
+    parallel_chunks.ENABLED = False
     load0 = os.getloadavg()
     parts = []
     for classes in args.classes:

@@ -57,3 +57,19 @@ def test_model_logits_equal_the_serial_ones(two_threads, mode):
     torch.set_num_threads(1)
     serial = model.segment_logits(images, classes, chunk_size=1)
     torch.testing.assert_close(parallel, serial, rtol=0, atol=1e-5)
+
+
+def test_a_flop_counter_sees_every_chunk(two_threads):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = make_tiny_model()
+    images, classes = torch.rand(1, 3, 32, 32), names(9)
+    model.segment_logits(images, classes)  # text embeddings cached: only the image pass is counted
+    counts = []
+    for threads in (2, 1):
+        torch.set_num_threads(threads)
+        counter = FlopCounterMode(display=False)
+        with counter:
+            model.segment_logits(images, classes, chunk_size=1)
+        counts.append(counter.get_total_flops())
+    assert counts[0] == counts[1] > 0

@@ -18,6 +18,8 @@ from typing import Callable, Iterable, List, Optional, TypeVar
 import torch
 
 R = TypeVar("R")
+# switch for tools that follow one thread of control (e.g. per-stage timers); True by default
+ENABLED = True
 _lock = threading.Lock()
 _pool: Optional[ThreadPoolExecutor] = None
 _pool_size = 0
@@ -43,7 +45,11 @@ def _run(fn: Callable[[int], R], start: int, inference: bool) -> R:
 
 
 def _serial_only(device: torch.device) -> bool:
-    return bool(device.type != "cpu" or torch.is_grad_enabled() or torch.is_autocast_enabled("cpu")
+    from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+    # dispatch modes (flop counters, fake tensors) are thread-local: workers would escape them
+    return bool(not ENABLED or device.type != "cpu" or torch.is_grad_enabled()
+                or torch.is_autocast_enabled("cpu") or _get_current_dispatch_mode() is not None
                 or torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting())
 
 
@@ -51,7 +57,8 @@ def map_chunks(fn: Callable[[int], R], starts: Iterable[int], device: torch.devi
     """``[fn(start) for start in starts]``, the calls side by side on worker threads; ``fn``
     must only write its own chunk's outputs.
 
-    Serial on GPU, under autograd, autocast or graph capture, or with 1 intra-op thread.
+    Serial on GPU, under autograd, autocast, graph capture or a dispatch mode, with 1 intra-op
+    thread, or when ``ENABLED`` is False.
     """
     starts = list(starts)
     threads = torch.get_num_threads()
