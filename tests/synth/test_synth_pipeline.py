@@ -79,6 +79,36 @@ def test_ablation_smoke_resumes(tmp_path, cache):
     assert len(again["runs"]) == 2  # nothing retrained
 
 
+@needs_model
+def test_ablation_runs_in_two_worker_processes(tmp_path, cache):
+    from fgaseg.synth.ablation import run_ablations
+    from fgaseg.synth.benchmark import smoke_config
+
+    config = smoke_config(training_free_rows=())
+    variants = ["full FGAseg", "− GCS"]
+    serial = run_ablations(config, tmp_path / "serial", seeds=(0, 1), variants=variants, progress=False,
+                           log=lambda *_: None)
+    parallel = run_ablations(config, tmp_path / "jobs", seeds=(0, 1), variants=variants, progress=False,
+                             log=lambda *_: None, jobs=2)
+    key = lambda r: (r["variant"], r["seed"])  # noqa: E731
+    assert sorted(map(key, parallel["runs"])) == sorted(map(key, serial["runs"]))
+    by_run = {key(r): r for r in serial["runs"]}
+    for run in parallel["runs"]:  # same batches and initial weights in a worker as in-process
+        assert run["loss_curve"][0] == pytest.approx(by_run[key(run)]["loss_curve"][0], rel=1e-4)
+    assert "| − GCS | 2 |" in (tmp_path / "jobs" / "ablations.md").read_text()
+
+
+def test_ablation_rejects_unknown_variants_and_jobs(tmp_path):
+    from fgaseg.errors import ConfigError
+    from fgaseg.synth.ablation import run_ablations
+    from fgaseg.synth.benchmark import smoke_config
+
+    with pytest.raises(ConfigError, match="jobs"):
+        run_ablations(smoke_config(), tmp_path, jobs=0)
+    with pytest.raises(ConfigError, match="unknown ablation variant"):
+        run_ablations(smoke_config(), tmp_path, variants=["no such part"])
+
+
 def test_loss_levelling_table_reports_the_share_of_the_decrease():
     from fgaseg.synth.ablation import ablation_markdown, late_loss_change
 
@@ -122,6 +152,8 @@ def test_demo_rejects_a_bad_budget(capsys):
 
     assert main(["demo", "--steps", "0", "--quiet"]) == 2
     assert "error: --steps must be positive" in capsys.readouterr().err
+    assert main(["demo", "--ablations", "--jobs", "0", "--quiet"]) == 2
+    assert "error: --jobs must be at least 1" in capsys.readouterr().err
 
 
 @needs_model

@@ -17,6 +17,7 @@ import numpy as np
 
 import torch
 
+from fgaseg.errors import ConfigError
 from fgaseg.synth.benchmark import (
     SWITCHES, BenchmarkConfig, build_model, evaluate_training_free, make_test_set, make_train_set,
 )
@@ -54,13 +55,25 @@ def ablation_config(config: BenchmarkConfig, steps: int, test_scenes: int) -> Be
 def run_ablations(
     config: BenchmarkConfig, out_dir: Path, seeds: Sequence[int] = (0, 1, 2),
     variants: Optional[Sequence[str]] = None, use_cache: bool = True, progress: bool = True,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = print, jobs: int = 1,
 ) -> dict:
-    """Train and evaluate every variant for every seed; write ``ablations.{json,md}``."""
+    """Train and evaluate every variant for every seed; write ``ablations.{json,md}``.
+
+    ``jobs > 1`` runs that many (variant, seed) runs at once in worker processes, each with
+    ``torch.get_num_threads() // jobs`` threads (on 2 cores, 2 single-thread runs side by side
+    finish more runs per hour than one 2-thread run: the small per-class products of the tiny
+    model do not keep two threads busy). A run's numbers depend on its thread count only
+    through float rounding.
+    """
+    if jobs < 1:
+        raise ConfigError(f"jobs must be >= 1, got {jobs}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = out_dir / "ablations.json"
     names = list(variants) if variants else list(VARIANTS)
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise ConfigError(f"unknown ablation variant(s) {unknown}; choose from {list(VARIANTS)}")
     start = time.time()
     clip, clip_meta = pretrained_tiny_clip(config.pretrain, config.world, config.clip_seed, use_cache, progress, log)
     state = _load_previous(json_path, config)
@@ -71,34 +84,78 @@ def run_ablations(
     if not state.get("training_free"):
         state["training_free"] = evaluate_training_free(clip, test, config, progress)
     total = len(seeds) * len(names)
-    for seed in seeds:  # seeds outermost: a cut-short run still has every variant for seed 0
-        run_config = dataclasses.replace(config, seed=seed)
-        train = make_train_set(run_config, progress=False)
-        # the full model's initial weights, shared with every variant (paired initialisation)
-        init = build_model(clip, run_config).state_dict()
-        for name in names:
-            if (name, seed) in done:
-                continue
-            t = time.time()
-            model = build_model(clip, run_config, init_from=init, **VARIANTS[name])
-            stats = train_segmentation(
-                model, train, run_config.segtrain, seed=seed, progress=progress, desc=f"{name}, seed {seed}"
-            )
-            metrics = evaluate(model, test, config.eval_batch_size, progress, topk=0,
-                               chunk_size=config.eval_chunk_size)
-            run = {"variant": name, "seed": seed, **_metrics(metrics), "train_seconds": stats["seconds"],
-                   "seconds": round(time.time() - t, 1), "loss_curve": stats["loss_curve"]}
-            if name == "full FGAseg":
-                run["inference_variants"] = _inference_variants(model, test, config, progress)
-            runs.append(run)
-            log(f"[{len(runs)}/{total}] {name}, seed {seed}: seen {run['mIoU_seen']:.1f}, unseen "
-                f"{run['mIoU_unseen']:.1f}, hIoU {run['hIoU']:.1f} ({run['seconds']:.0f} s)")
-            state["elapsed_s"] = round(state.get("elapsed_s", 0) + time.time() - t, 1)
-            _write(out_dir, state)
-            del model
+    # seeds outermost: a cut-short run still has every variant for the first seeds
+    todo = [(seed, name) for seed in seeds for name in names if (name, seed) not in done]
+    if jobs > 1 and len(todo) > 1:
+        results = _runs_in_workers(clip, test, config, todo, min(jobs, len(todo)))
+    else:
+        seed_data: Dict[int, tuple] = {}
+        results = (_one_run(clip, test, config, seed, name, seed_data, progress) for seed, name in todo)
+    for run in results:
+        runs.append(run)
+        log(f"[{len(runs)}/{total}] {run['variant']}, seed {run['seed']}: seen {run['mIoU_seen']:.1f}, unseen "
+            f"{run['mIoU_unseen']:.1f}, hIoU {run['hIoU']:.1f} ({run['seconds']:.0f} s)")
+        state["elapsed_s"] = round(state.get("elapsed_s", 0) + run["seconds"], 1)
+        _write(out_dir, state)
     state["wall_s_this_call"] = round(time.time() - start, 1)
     _write(out_dir, state)
     return state
+
+
+def _one_run(clip, test, config: BenchmarkConfig, seed: int, name: str, seed_data: dict, progress: bool) -> dict:
+    """Train variant ``name`` with ``seed`` and evaluate it on ``test``.
+
+    ``seed_data`` keeps the last seed's training scenes and paired initial weights for the
+    next variant of that seed.
+    """
+    run_config = dataclasses.replace(config, seed=seed)
+    if seed not in seed_data:
+        seed_data.clear()
+        train = make_train_set(run_config, progress=False)
+        # the full model's initial weights, shared with every variant (paired initialisation)
+        seed_data[seed] = (train, build_model(clip, run_config).state_dict())
+    train, init = seed_data[seed]
+    t = time.time()
+    model = build_model(clip, run_config, init_from=init, **VARIANTS[name])
+    stats = train_segmentation(model, train, run_config.segtrain, seed=seed, progress=progress,
+                               desc=f"{name}, seed {seed}")
+    metrics = evaluate(model, test, config.eval_batch_size, progress, topk=0, chunk_size=config.eval_chunk_size)
+    run = {"variant": name, "seed": seed, **_metrics(metrics), "train_seconds": stats["seconds"],
+           "seconds": round(time.time() - t, 1), "loss_curve": stats["loss_curve"]}
+    if name == "full FGAseg":
+        run["inference_variants"] = _inference_variants(model, test, config, progress)
+    return run
+
+
+def _runs_in_workers(clip, test, config: BenchmarkConfig, todo: List[Tuple[int, str]], jobs: int):
+    """Yield the runs of ``todo`` as ``jobs`` worker processes finish them."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    threads = max(1, torch.get_num_threads() // jobs)
+    # spawn, not fork: a forked child of a process whose OpenMP pool has run can hang
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_worker_init, initargs=(clip, test, threads))
+    try:
+        pending = {pool.submit(_worker_run, config, seed, name) for seed, name in todo}
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                yield future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+_WORKER: Dict[str, object] = {}
+
+
+def _worker_init(clip, test, threads: int) -> None:
+    torch.set_num_threads(threads)
+    _WORKER.update(clip=clip, test=test, seed_data={})
+
+
+def _worker_run(config: BenchmarkConfig, seed: int, name: str) -> dict:
+    return _one_run(_WORKER["clip"], _WORKER["test"], config, seed, name, _WORKER["seed_data"], progress=False)
 
 
 def _write(out_dir: Path, state: dict) -> None:
