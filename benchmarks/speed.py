@@ -3,6 +3,7 @@
     python benchmarks/speed.py            # full run (< 10 min on a quiet 2-core machine)
     python benchmarks/speed.py --quick    # fewer repetitions
     python benchmarks/speed.py --bf16     # also bf16-autocast rows
+    python benchmarks/speed.py --compile  # also torch.compile rows (minutes of compiling first)
 
 Protocol: CLIP ViT-B/16 at 384², one 384² view, batch 1, random (seeded) weights, fp32,
 ``torch.inference_mode``, ``--threads`` intra-op threads (2), ``OMP_WAIT_POLICY=PASSIVE``. For each class count N the
@@ -22,7 +23,10 @@ Configurations:
 - ``fast+topk (ctrl)``: the same, but the TopK rule is replaced by "keep the ``--keep``
   classes with the highest aux score" at each of the three stages: a controlled setting that
   shows the cost when a confident (trained) model keeps few classes. Everything else (aux
-  heads, gathers, pre-selection) runs as in the real model.
+  heads, gathers, pre-selection) runs as in the real model;
+- ``sliding``: ``full`` on a 640² image with the paper's sliding-window protocol (4 crops of
+  384² + the whole image resized, 5 views in one batch, probabilities averaged), at
+  ``SLIDING_CLASSES`` only; compared with ``full`` on one 384² view.
 
 Peak memory is ``ru_maxrss`` of the worker process (model weights, the Python/torch runtime
 and the largest inference working set, including the ``(1, N, 384, 384)`` logits returned),
@@ -52,7 +56,8 @@ from speed_report import label, render, write_results  # noqa: E402
 
 RESULTS = HERE / "results.md"
 CLASS_COUNTS = (20, 59, 150, 847)
-CONFIGS = ("floor", "baseline", "full", "fast+topk", "fast+topk (ctrl)")
+CONFIGS = ("floor", "baseline", "full", "fast+topk", "fast+topk (ctrl)", "sliding")
+SLIDING_CLASSES = (150,)
 SETTINGS = ("reps", "warmup", "threads", "keep", "omp_wait_policy")
 
 
@@ -105,9 +110,17 @@ def measure(classes: int, configs: List[str], args: argparse.Namespace) -> List[
     """All configurations at one class count, interleaved rep by rep."""
     specs = []
     for kind in configs:
-        for bf16 in ([False, True] if args.bf16 and kind in ("floor", "full", "fast+topk (ctrl)") else [False]):
+        if kind == "sliding" and classes not in SLIDING_CLASSES:
+            continue
+        options = [(False, False)]
+        if args.bf16 and kind in ("floor", "full", "fast+topk (ctrl)"):
+            options.append((True, False))
+        if args.compile and kind == "full":
+            options.append((False, True))
+        for bf16, compiled in options:
             specs.append({"config": kind, "classes": classes, "threads": args.threads, "bf16": bf16,
-                          "warmup": args.warmup, "keep": args.keep, "omp_wait_policy": args.omp_wait_policy})
+                          "compile": compiled, "warmup": args.warmup, "keep": args.keep,
+                          "omp_wait_policy": args.omp_wait_policy})
     workers: List[Worker] = []
     try:
         for spec in specs:  # one at a time, so start-up does not compete with anything we time
@@ -132,6 +145,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=CONFIGS)
     parser.add_argument("--keep", type=int, default=16, help="classes kept per stage in the controlled TopK")
     parser.add_argument("--bf16", action="store_true", help="also time bf16 autocast (floor, full, fast ctrl)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time full FGAseg with optimize_for_inference(compile=True) (compiles first)")
     parser.add_argument("--omp-wait-policy", default="PASSIVE", choices=("PASSIVE", "ACTIVE"),
                         help="OMP_WAIT_POLICY of the workers unless already set (PASSIVE: idle OpenMP "
                              "threads sleep instead of spinning, which keeps timings sane on a shared machine)")

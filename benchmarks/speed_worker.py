@@ -110,6 +110,9 @@ def build(spec: Dict[str, Any]) -> Tuple[Callable[[], Any], Dict[str, Any], Opti
     autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if spec.get("bf16")
                 else torch.autocast("cpu", enabled=False))
     image = torch.rand(1, 3, 384, 384)
+    size, sliding = 384, False
+    if kind == "sliding":  # the paper's protocol on a 640² image: 4 crops + the whole image
+        image, size, sliding = torch.rand(1, 3, 640, 640), 640, True
     if kind == "floor":
         from fgaseg.clip import CLIP_MEAN, CLIP_STD, build_clip
 
@@ -126,11 +129,13 @@ def build(spec: Dict[str, Any]) -> Tuple[Callable[[], Any], Dict[str, Any], Opti
 
     if kind == "baseline":
         config = catseg_vitb16_384()
-    elif kind == "full":
+    elif kind in ("full", "sliding"):
         config = fgaseg_vitb16_384(decoder_mode="plain", topk=None)
     else:
         config = fgaseg_vitb16_384(decoder_mode="fast", topk=16)
     model = FGASeg(config).eval()
+    if spec.get("compile"):
+        model.optimize_for_inference(compile=True)
     recorder = None
     if kind.startswith("fast+topk"):
         import fgaseg.model.decoder as decoder_module
@@ -145,8 +150,8 @@ def build(spec: Dict[str, Any]) -> Tuple[Callable[[], Any], Dict[str, Any], Opti
 
     def run_model():
         with autocast:
-            out = model.segment_logits(image, names)
-        assert out.shape == (1, n, 384, 384)
+            out = model.segment_logits(image, names, sliding=sliding)
+        assert out.shape == (1, n, size, size)
         return out
 
     return run_model, info, recorder
@@ -178,7 +183,7 @@ def worker_main(spec: Dict[str, Any]) -> None:
             done = {"peak_mib": peak_mib(), "rss_loaded_mib": loaded_rss}
             # counted last: the flop counter's decompositions raise the peak memory; bf16 does the
             # same products, and the counter fails under autocast
-            done["gmac"] = None if spec.get("bf16") else count_gmac(run_once)
+            done["gmac"] = None if spec.get("bf16") or spec.get("compile") else count_gmac(run_once)
             print("DONE " + json.dumps(done), flush=True)
             return
 

@@ -46,9 +46,10 @@ def test_keep_recorder_forces_and_records_counts():
     assert rec.last() == [2, 5] and rec.last() is None
 
 
-def _row(config, n, s, gmac, bf16=False, peak=1024.0, kept=None):
+def _row(config, n, s, gmac, bf16=False, peak=1024.0, kept=None, compiled=False):
     return {"config": config, "classes": n, "bf16": bf16, "median_s": s, "min_s": s, "gmac": gmac,
-            "peak_mib": peak, "rss_loaded_mib": 512.0, "cpu_util": 2.0, "text_s": 0.1, "kept": kept}
+            "peak_mib": peak, "rss_loaded_mib": 512.0, "cpu_util": 2.0, "text_s": 0.1, "kept": kept,
+            "compile": compiled}
 
 
 def test_targets_report_met_and_not_met_honestly():
@@ -58,11 +59,17 @@ def test_targets_report_met_and_not_met_honestly():
     lines = speed_report.targets(rows, keep=16)
     text = "\n".join(lines)
     assert "**1.60×** (target ≤ 1.5×: not met)" in text
-    assert "**3.00×** (target ≤ 2×: not met)" in text
+    assert "at 150 classes / CLIP floor: **3.00×** (issue 17's target ≤ 5.5×: met)" in text
     assert "**2.00×** (110 / 55 GMAC)" in text
     assert "**4.88 GiB** (target < 4 GiB: not met)" in text
-    rows[1]["median_s"] = 0.9
-    assert "(target ≤ 2×: met)" in "\n".join(speed_report.targets(rows, keep=16))
+    rows += [_row("floor", 847, 0.5, 55), _row("full", 847, 4.5, 400), _row("sliding", 150, 6.2, 550),
+             _row("full", 150, 1.2, None, compiled=True)]
+    text = "\n".join(speed_report.targets(rows, keep=16))
+    assert "at 847 classes / CLIP floor: **9.00×** (issue 17's target ≤ 8.0×: not met)" in text
+    assert "one 384² view (150 classes): **4.13×** (issue 17's target ≤ 4×: not met)" in text
+    assert "full FGAseg at 150 classes: **0.80×** the eager time" in text
+    rows[1]["median_s"] = 3.0
+    assert "**6.00×** (issue 17's target ≤ 5.5×: not met)" in "\n".join(speed_report.targets(rows, keep=16))
 
 
 def test_render_and_write_keep_the_hand_written_notes(tmp_path):
