@@ -37,6 +37,27 @@ def test_serial_under_autograd_or_one_thread(two_threads):
         assert {n for n in map_chunks(lambda s: threading.current_thread().name, range(3), torch.device("cpu"))} == {here}
 
 
+def test_workers_carry_the_callers_autocast(two_threads):
+    def chunk(start):
+        return threading.current_thread().name, torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")
+
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = map_chunks(chunk, range(4), torch.device("cpu"))
+    with torch.inference_mode():
+        outside = map_chunks(chunk, range(4), torch.device("cpu"))
+    assert all(name.startswith("fgaseg-chunk") and on and dtype == torch.bfloat16 for name, on, dtype in inside)
+    assert not any(on for _, on, _ in outside)
+
+
+def test_bf16_logits_equal_the_serial_ones(two_threads):
+    model = make_tiny_model().optimize_for_inference(bf16=True)
+    images, classes = torch.rand(1, 3, 32, 32), names(9)
+    parallel = model.segment_logits(images, classes, chunk_size=1)
+    torch.set_num_threads(1)
+    serial = model.segment_logits(images, classes, chunk_size=1)
+    torch.testing.assert_close(parallel, serial, rtol=0, atol=1e-5)
+
+
 def test_a_failing_chunk_raises_in_the_caller(two_threads):
     def chunk(start):
         if start == 2:

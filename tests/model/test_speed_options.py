@@ -182,6 +182,26 @@ def test_compiled_swin_block_matches_eager():
     assert torch.allclose(out, ref, atol=1e-4)
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not _compiler_available(), reason="torch.compile on CPU needs a C++ compiler")
+@pytest.mark.skipif(os.environ.get("FGASEG_TEST_COMPILE") != "1",
+                    reason="compiling takes minutes on 2 cores; set FGASEG_TEST_COMPILE=1 to run")
+def test_compiled_model_on_two_threads_matches_eager():
+    """Compiled blocks also run on the parallel-chunk worker threads (compiled once, under Dynamo's lock)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        model = make_tiny_model()
+        images, classes = torch.rand(1, 3, 32, 32), names(9)
+        eager = model.segment_logits(images, classes, chunk_size=1)
+        model.optimize_for_inference(compile=True)
+        compiled = [model.segment_logits(images, classes, chunk_size=1) for _ in range(2)]
+    finally:
+        torch.set_num_threads(before)
+    for out in compiled:
+        torch.testing.assert_close(out, eager, rtol=0, atol=1e-4)
+
+
 def test_upsampling_fills_pruned_classes_exactly(tiny):
     low = torch.randn(2, 6, 5, 7)
     low[:, [1, 4]] = tiny.config.pruned_logit  # pruned in every image

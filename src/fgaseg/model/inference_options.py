@@ -48,13 +48,10 @@ def compile_blocks(model: nn.Module) -> int:
 
     Swin blocks are compiled through their ``forward_windows`` (what the wrapper calls).
     Compilation happens lazily on the first call (slow: tens of seconds per block on CPU).
-    Compiled blocks run on the calling thread: this turns off the parallel chunks of
-    :mod:`fgaseg.model.parallel_chunks` for the process (two workers could otherwise compile
-    the same block at once).
+    Compiled blocks also run on the worker threads of :mod:`fgaseg.model.parallel_chunks`:
+    Dynamo compiles under one process-wide lock, so two workers reaching the same block
+    compile it once, one after the other.
     """
-    from fgaseg.model import parallel_chunks
-
-    parallel_chunks.ENABLED = False
     count = 0
     for module in compile_targets(model):
         if not getattr(module, "_fgaseg_compiled", False):

@@ -36,11 +36,12 @@ def _executor(workers: int) -> ThreadPoolExecutor:
         return _pool
 
 
-def _run(fn: Callable[[int], R], start: int, inference: bool) -> R:
+def _run(fn: Callable[[int], R], start: int, inference: bool, autocast: Optional[torch.dtype]) -> R:
     if torch.get_num_threads() != 1:
         torch.set_num_threads(1)  # this worker's OpenMP / MKL thread count
-    # grad and inference mode are thread-local: carry the caller's over
-    with torch.inference_mode(inference), torch.no_grad():
+    # grad, inference mode and autocast are thread-local: carry the caller's over
+    with torch.inference_mode(inference), torch.no_grad(), \
+            torch.autocast("cpu", dtype=autocast or torch.bfloat16, enabled=autocast is not None):
         return fn(start)
 
 
@@ -49,7 +50,7 @@ def _serial_only(device: torch.device) -> bool:
 
     # dispatch modes (flop counters, fake tensors) are thread-local: workers would escape them
     return bool(not ENABLED or device.type != "cpu" or torch.is_grad_enabled()
-                or torch.is_autocast_enabled("cpu") or _get_current_dispatch_mode() is not None
+                or _get_current_dispatch_mode() is not None
                 or torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting())
 
 
@@ -57,15 +58,16 @@ def map_chunks(fn: Callable[[int], R], starts: Iterable[int], device: torch.devi
     """``[fn(start) for start in starts]``, the calls side by side on worker threads; ``fn``
     must only write its own chunk's outputs.
 
-    Serial on GPU, under autograd, autocast, graph capture or a dispatch mode, with 1 intra-op
-    thread, or when ``ENABLED`` is False.
+    Serial on GPU, under autograd, graph capture or a dispatch mode, with 1 intra-op thread,
+    or when ``ENABLED`` is False. CPU autocast is carried over to the workers.
     """
     starts = list(starts)
     threads = torch.get_num_threads()
     if threads < 2 or len(starts) < 2 or _serial_only(device):
         return [fn(start) for start in starts]
     inference = torch.is_inference_mode_enabled()
-    futures = [_executor(threads).submit(_run, fn, start, inference) for start in starts]
+    autocast = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
+    futures = [_executor(threads).submit(_run, fn, start, inference, autocast) for start in starts]
     try:
         return [future.result() for future in futures]
     finally:
