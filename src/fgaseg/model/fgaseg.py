@@ -219,8 +219,8 @@ class FGASeg(nn.Module):
 
         ``bf16``: ``torch.autocast(bfloat16)`` over the image tower and the head (logits change
         by ~1e-2; much faster on CPUs with AMX / AVX512-BF16). ``compile``: ``torch.compile`` the
-        per-class blocks and the CLIP image blocks (needs a C++ compiler on CPU; the first
-        calls compile, which takes minutes). Returns ``self``.
+        CLIP image blocks (needs a C++ compiler on CPU; the first call compiles, which takes
+        tens of seconds; a few % faster here). Returns ``self``.
         """
         self.inference_options = InferenceOptions(bf16=bool(bf16), compile=bool(compile))
         if compile:

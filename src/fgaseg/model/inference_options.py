@@ -21,7 +21,7 @@ class InferenceOptions:
     """How :meth:`FGASeg.segment_logits` runs (text embeddings are always computed in fp32)."""
 
     bf16: bool = False  # torch.autocast(bfloat16) over the image tower and the head
-    compile: bool = False  # torch.compile the per-class blocks and the CLIP image blocks
+    compile: bool = False  # torch.compile the CLIP image blocks
 
 
 def autocast_context(options: InferenceOptions, device: torch.device) -> ContextManager[Any]:
@@ -32,25 +32,19 @@ def autocast_context(options: InferenceOptions, device: torch.device) -> Context
 
 
 def compile_targets(model: nn.Module) -> List[nn.Module]:
-    """The modules whose ``forward`` is compiled: shape-stable, loop-free blocks that run once
-    per chunk of classes (Swin blocks, Up-blocks, LCS decoder projection) or per image (CLIP
-    image-tower blocks)."""
-    head = model.head
-    targets: List[nn.Module] = list(model.clip.visual.transformer.resblocks)
-    targets += [head.decoder1, head.decoder2]
-    if getattr(head, "use_lcs", False):
-        targets.append(head.corr_local_decoder_projection)
-    return targets
+    """The modules whose ``forward`` is compiled: the CLIP image-tower blocks.
+
+    The head's blocks are left eager: compiled, the Swin blocks (1.14x) and the decoder's
+    Up-blocks (1.23x) ran slower than eager on this CPU (2 threads, 150 classes; docs/speed.md).
+    """
+    return list(model.clip.visual.transformer.resblocks)
 
 
 def compile_blocks(model: nn.Module) -> int:
     """Wrap each target's ``forward`` in ``torch.compile(dynamic=True)``; returns how many.
 
-    Swin blocks are compiled through their ``forward_windows`` (what the wrapper calls).
-    Compilation happens lazily on the first call (slow: tens of seconds per block on CPU).
-    Compiled blocks also run on the worker threads of :mod:`fgaseg.model.parallel_chunks`:
-    Dynamo compiles under one process-wide lock, so two workers reaching the same block
-    compile it once, one after the other.
+    Compilation happens lazily on the first call (tens of seconds on CPU; cached on disk by
+    Inductor for later processes).
     """
     count = 0
     for module in compile_targets(model):
@@ -58,10 +52,4 @@ def compile_blocks(model: nn.Module) -> int:
             module.forward = torch.compile(module.forward, dynamic=True)
             module._fgaseg_compiled = True
             count += 1
-    for layer in model.head.layers:
-        for block in (layer.swin_block.block_1, layer.swin_block.block_2):
-            if not getattr(block, "_fgaseg_compiled", False):
-                block.forward_windows = torch.compile(block.forward_windows, dynamic=True)
-                block._fgaseg_compiled = True
-                count += 1
     return count
