@@ -98,6 +98,18 @@ def test_ablation_runs_in_two_worker_processes(tmp_path, cache):
     assert "| − GCS | 2 |" in (tmp_path / "jobs" / "ablations.md").read_text()
 
 
+def test_ablation_plan_states_runs_and_hours():
+    from fgaseg.synth.ablation import ABLATION_STEPS, ablation_config, ablation_plan
+    from fgaseg.synth.benchmark import demo_config
+
+    config = ablation_config(demo_config(), ABLATION_STEPS, 300)
+    line = ablation_plan(config, variants=7, seeds=5, todo=35, jobs=2)
+    assert "35 runs of 4800 FGAseg steps, 2 at a time" in line
+    assert "about 17.5 h" in line  # 35 runs x 4800 steps x 0.75 core-s / 2 cores
+    resumed = ablation_plan(config, variants=7, seeds=5, todo=1, jobs=2)
+    assert "(34 already done, resumed)" in resumed and "about 45 min" in resumed  # one run: one core
+
+
 def test_ablation_rejects_unknown_variants_and_jobs(tmp_path):
     from fgaseg.errors import ConfigError
     from fgaseg.synth.ablation import run_ablations
