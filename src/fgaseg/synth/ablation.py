@@ -192,8 +192,8 @@ def _write(out_dir: Path, state: dict) -> None:
 
 
 def save_ablation_curves(path: Path, state: dict) -> Path:
-    """Training loss vs step of every variant, averaged over its seeds (smoothed over 20 steps):
-    all steps on a log scale, and the last 40 % of the steps on a linear one.
+    """Training loss vs step of every variant, averaged over its seeds (smoothed over 2 % of the
+    steps, at least 20): all steps on a log scale, and the last 40 % of the steps on a linear one.
 
     Whether each curve has levelled off by the last step is what tells if the budget is enough.
     """
@@ -204,7 +204,7 @@ def save_ablation_curves(path: Path, state: dict) -> Path:
         losses = [r["loss_curve"] for r in state.get("runs", []) if r["variant"] == name and r.get("loss_curve")]
         if losses:
             length = min(len(l) for l in losses)
-            series[name] = curve(np.mean([l[:length] for l in losses], axis=0), 20)
+            series[name] = curve(np.mean([l[:length] for l in losses], axis=0), max(20, length // 50))
     last = max((len(points) for points in series.values()), default=0)
     tail = {name: points[int(0.6 * last):] for name, points in series.items()}
     return line_chart([("FGAseg training loss per variant (mean over seeds)", series),
