@@ -75,6 +75,7 @@ def test_ablation_smoke_resumes(tmp_path, cache):
     assert "inference_variants" in state["runs"][0]
     table = (tmp_path / "ablations.md").read_text()
     assert "| baseline (all four off) | 1 |" in table
+    assert not list((tmp_path / "partial").glob("*"))  # each run's checkpoint goes once it is in the json
     again = run_ablations(config, tmp_path, seeds=(0,), variants=variants, progress=False, log=lambda *_: None)
     assert len(again["runs"]) == 2  # nothing retrained
 

@@ -3,7 +3,9 @@
 All variants share one cached tiny CLIP, the same training budget, the same test scenes and
 paired seeds (seed s gives every variant the same training batches and class samples), so
 differences between rows are not CLIP or data luck. Results are appended to
-``ablations.json`` after every run; a re-run with the same output folder resumes.
+``ablations.json`` after every run, and a run in progress checkpoints itself to
+``partial/`` every 200 steps: a re-run with the same output folder resumes, losing minutes
+of a killed run, not hours.
 """
 
 from __future__ import annotations
@@ -93,10 +95,11 @@ def run_ablations(
     log(ablation_plan(config, len(names), len(seeds), len(todo), jobs))
     finished_here: List[float] = []
     if jobs > 1 and len(todo) > 1:
-        results = _runs_in_workers(clip, test, config, todo, min(jobs, len(todo)))
+        results = _runs_in_workers(clip, test, config, todo, min(jobs, len(todo)), out_dir)
     else:
         seed_data: Dict[int, tuple] = {}
-        results = (_one_run(clip, test, config, seed, name, seed_data, progress) for seed, name in todo)
+        results = (_one_run(clip, test, config, seed, name, seed_data, progress, partial_path(out_dir, name, seed))
+                   for seed, name in todo)
     for run in results:
         runs.append(run)
         finished_here.append(run["seconds"])
@@ -106,6 +109,7 @@ def run_ablations(
             f"{run['mIoU_unseen']:.1f}, hIoU {run['hIoU']:.1f} ({run['seconds']:.0f} s{eta})")
         state["elapsed_s"] = round(state.get("elapsed_s", 0) + run["seconds"], 1)
         _write(out_dir, state)
+        partial_path(out_dir, run["variant"], run["seed"]).unlink(missing_ok=True)  # its results are safe
     state["wall_s_this_call"] = round(time.time() - start, 1)
     _write(out_dir, state)
     return state
@@ -129,11 +133,19 @@ def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min"
 
 
-def _one_run(clip, test, config: BenchmarkConfig, seed: int, name: str, seed_data: dict, progress: bool) -> dict:
+def partial_path(out_dir: Path, name: str, seed: int) -> Path:
+    """Where the run (``name``, ``seed``) checkpoints itself while it trains."""
+    slug = "-".join("".join(c if c.isalnum() else " " for c in name.replace("−", "no")).split()).lower()
+    return Path(out_dir) / "partial" / f"{slug}_seed{seed}.pt"
+
+
+def _one_run(clip, test, config: BenchmarkConfig, seed: int, name: str, seed_data: dict, progress: bool,
+             checkpoint: Optional[Path] = None) -> dict:
     """Train variant ``name`` with ``seed`` and evaluate it on ``test``.
 
     ``seed_data`` keeps the last seed's training scenes and paired initial weights for the
-    next variant of that seed.
+    next variant of that seed; ``checkpoint`` makes the training resumable (see
+    `train_segmentation`).
     """
     run_config = dataclasses.replace(config, seed=seed)
     if seed not in seed_data:
@@ -145,16 +157,19 @@ def _one_run(clip, test, config: BenchmarkConfig, seed: int, name: str, seed_dat
     t = time.time()
     model = build_model(clip, run_config, init_from=init, **VARIANTS[name])
     stats = train_segmentation(model, train, run_config.segtrain, seed=seed, progress=progress,
-                               desc=f"{name}, seed {seed}")
+                               desc=f"{name}, seed {seed}", checkpoint=checkpoint)
     metrics = evaluate(model, test, config.eval_batch_size, progress, topk=0, chunk_size=config.eval_chunk_size)
+    # a resumed run counts the training time of its earlier parts too
+    seconds = time.time() - t + stats["resumed_seconds"]
     run = {"variant": name, "seed": seed, **_metrics(metrics), "train_seconds": stats["seconds"],
-           "seconds": round(time.time() - t, 1), "loss_curve": stats["loss_curve"]}
+           "seconds": round(seconds, 1), "loss_curve": stats["loss_curve"]}
     if name == "full FGAseg":
         run["inference_variants"] = _inference_variants(model, test, config, progress)
     return run
 
 
-def _runs_in_workers(clip, test, config: BenchmarkConfig, todo: List[Tuple[int, str]], jobs: int):
+def _runs_in_workers(clip, test, config: BenchmarkConfig, todo: List[Tuple[int, str]], jobs: int,
+                     out_dir: Path):
     """Yield the runs of ``todo`` as ``jobs`` worker processes finish them."""
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -164,7 +179,8 @@ def _runs_in_workers(clip, test, config: BenchmarkConfig, todo: List[Tuple[int, 
     pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_worker_init, initargs=(clip, test, threads))
     try:
-        pending = {pool.submit(_worker_run, config, seed, name) for seed, name in todo}
+        pending = {pool.submit(_worker_run, config, seed, name, partial_path(out_dir, name, seed))
+                   for seed, name in todo}
         while pending:
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in finished:
@@ -181,8 +197,9 @@ def _worker_init(clip, test, threads: int) -> None:
     _WORKER.update(clip=clip, test=test, seed_data={})
 
 
-def _worker_run(config: BenchmarkConfig, seed: int, name: str) -> dict:
-    return _one_run(_WORKER["clip"], _WORKER["test"], config, seed, name, _WORKER["seed_data"], progress=False)
+def _worker_run(config: BenchmarkConfig, seed: int, name: str, checkpoint: Path) -> dict:
+    return _one_run(_WORKER["clip"], _WORKER["test"], config, seed, name, _WORKER["seed_data"], progress=False,
+                    checkpoint=checkpoint)
 
 
 def _write(out_dir: Path, state: dict) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -111,8 +112,16 @@ def lr_factor(step: int, config: SegTrainConfig) -> float:
 def train_segmentation(
     model, scenes: SceneSet, config: SegTrainConfig, seed: int = 0, progress: bool = True,
     desc: str = "stage 2/3: train FGAseg", log: Optional[Callable[[str], None]] = None,
+    checkpoint: Optional[Path] = None, checkpoint_every: int = 200,
 ) -> Dict[str, object]:
-    """Train ``model`` in place on ``scenes`` (seen classes only); returns timing and losses."""
+    """Train ``model`` in place on ``scenes`` (seen classes only); returns timing and losses.
+
+    With ``checkpoint``, the run's whole state (weights, optimizer, both random streams, loss
+    history) is written there every ``checkpoint_every`` steps, and a run that finds the file
+    continues from it: a killed multi-hour run loses minutes, and the resumed run takes the
+    same batches and gets the same numbers as a straight one. The file stays after the last
+    step; the caller deletes it once the run's results are safely written.
+    """
     from tqdm.auto import tqdm
 
     vocab = scenes.vocab
@@ -130,8 +139,14 @@ def train_segmentation(
     model.train()
     start = time.time()
     history: List[Dict[str, float]] = []
-    bar = tqdm(total=config.steps, desc=desc, disable=not progress, mininterval=1.0, dynamic_ncols=True)
-    for step in range(config.steps):
+    first, earlier_seconds = 0, 0.0
+    if checkpoint is not None and Path(checkpoint).is_file():
+        first, earlier_seconds, history = _resume(checkpoint, model, optimizer, rng, config, seed)
+        if log is not None:
+            log(f"{desc}: resumed at step {first} from {checkpoint}")
+    bar = tqdm(total=config.steps, initial=first, desc=desc, disable=not progress, mininterval=1.0,
+               dynamic_ncols=True)
+    for step in range(first, config.steps):
         indices = rng.choice(len(scenes), size=config.batch_size, replace=False)
         images, labels = _augment(*scenes.batch(indices), rng)
         class_ids = sample_classes(scenes.present[indices].any(0), seen_ids, count, rng, siblings)
@@ -149,12 +164,48 @@ def train_segmentation(
         bar.update(1)
         if step % 10 == 0:
             bar.set_postfix(loss=f"{np.mean([h['loss'] for h in history[-20:]]):.3f}")
+        if checkpoint is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == config.steps):
+            _save(checkpoint, model, optimizer, rng, config, seed, step + 1,
+                  earlier_seconds + time.time() - start, history)
     bar.close()
     model.eval()
     tail = history[-20:]
+    seconds = earlier_seconds + time.time() - start
     return {
-        "seconds": round(time.time() - start, 1),
-        "seconds_per_step": round((time.time() - start) / max(1, config.steps), 3),
+        "seconds": round(seconds, 1),
+        "seconds_per_step": round(seconds / max(1, config.steps), 3),
+        "resumed_at_step": first,
+        "resumed_seconds": round(earlier_seconds, 1),
         "final_losses": {k: float(np.mean([h[k] for h in tail])) for k in tail[0]} if tail else {},
         "loss_curve": [round(h["loss"], 4) for h in history],
     }
+
+
+def _save(path: Path, model, optimizer, rng: np.random.Generator, config: SegTrainConfig, seed: int,
+          step: int, seconds: float, history: List[Dict[str, float]]) -> None:
+    from fgaseg.train.checkpoint import atomic_torch_save
+
+    atomic_torch_save({
+        "kind": "fgaseg synthetic training run", "config": config.to_dict(), "seed": seed, "step": step,
+        "seconds": seconds, "history": history, "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(), "numpy_rng": rng.bit_generator.state,
+        "torch_rng": torch.get_rng_state(),
+    }, path)
+
+
+def _resume(path: Path, model, optimizer, rng: np.random.Generator, config: SegTrainConfig,
+            seed: int) -> Tuple[int, float, List[Dict[str, float]]]:
+    """Load a `_save` file into ``model``, ``optimizer`` and ``rng``; (step, seconds, history)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # truncated or foreign file: say which, never train over it
+        raise ConfigError(f"cannot resume from {path}: {error}; delete it to start this run afresh") from None
+    if not isinstance(state, dict) or state.get("kind") != "fgaseg synthetic training run":
+        raise ConfigError(f"{path} is not a synthetic training checkpoint; delete it to start afresh")
+    if state["config"] != config.to_dict() or state["seed"] != seed:
+        raise ConfigError(f"{path} holds a run with another config or seed; delete it to start afresh")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    rng.bit_generator.state = state["numpy_rng"]
+    torch.set_rng_state(state["torch_rng"])
+    return state["step"], float(state["seconds"]), list(state["history"])
