@@ -81,6 +81,26 @@ def test_ablation_smoke_resumes(tmp_path, cache):
 
 
 @needs_model
+def test_checkpoints_of_an_ablation_with_other_settings_conflict_and_are_replaced(tmp_path, cache):
+    import dataclasses
+
+    from fgaseg.synth.ablation import conflicts_with_previous, partial_path, run_ablations, stale_partials
+    from fgaseg.synth.benchmark import smoke_config
+
+    config = smoke_config(training_free_rows=())
+    other = dataclasses.replace(config, segtrain=dataclasses.replace(config.segtrain, steps=3))
+    variants = ["full FGAseg"]
+    # an ablation with other settings, killed before its first run finished: a checkpoint, no json
+    kept = partial_path(tmp_path, "full FGAseg", 0)
+    kept.parent.mkdir(parents=True)
+    torch.save({"kind": "fgaseg synthetic training run", "context": {"ablation": other.to_dict()}}, kept)
+    assert stale_partials(tmp_path, config) == [kept] and conflicts_with_previous(tmp_path, config)
+    assert not conflicts_with_previous(tmp_path, other)
+    state = run_ablations(config, tmp_path, seeds=(0,), variants=variants, progress=False, log=lambda *_: None)
+    assert len(state["runs"]) == 1 and not kept.exists()
+
+
+@needs_model
 def test_ablation_runs_in_two_worker_processes(tmp_path, cache):
     from fgaseg.synth.ablation import run_ablations
     from fgaseg.synth.benchmark import smoke_config

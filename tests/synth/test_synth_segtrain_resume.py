@@ -75,3 +75,13 @@ def test_a_checkpoint_of_another_run_is_refused_in_one_line(setup, tmp_path):
     path.write_bytes(before[:100])  # truncated
     with pytest.raises(ConfigError, match="cannot resume from"):
         train_segmentation(_fresh(setup), train, config.segtrain, seed=0, progress=False, checkpoint=path)
+
+
+def test_a_checkpoint_with_another_context_is_refused(setup, tmp_path):
+    config, _, _, train = setup
+    path = tmp_path / "run.pt"
+    train_segmentation(_fresh(setup), train, config.segtrain, seed=0, progress=False, checkpoint=path,
+                       context={"world": 1})
+    with pytest.raises(ConfigError, match="another config or seed"):
+        train_segmentation(_fresh(setup), train, config.segtrain, seed=0, progress=False, checkpoint=path,
+                           context={"world": 2})

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from fgaseg.errors import ConfigError
+from fgaseg.folder_lock import folder_lock
 from fgaseg.synth.benchmark import (
     SWITCHES, BenchmarkConfig, build_model, evaluate_training_free, make_test_set, make_train_set,
 )
@@ -73,14 +74,21 @@ def run_ablations(
     """
     if jobs < 1:
         raise ConfigError(f"jobs must be >= 1, got {jobs}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    json_path = out_dir / "ablations.json"
     names = list(variants) if variants else list(VARIANTS)
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         raise ConfigError(f"unknown ablation variant(s) {unknown}; choose from {list(VARIANTS)}")
+    # two ablations into one folder would train the same runs twice and overwrite each other's json
+    with folder_lock(Path(out_dir), "fgaseg ablation"):
+        return _run_ablations(config, Path(out_dir), seeds, names, use_cache, progress, log, jobs)
+
+
+def _run_ablations(config: BenchmarkConfig, out_dir: Path, seeds: Sequence[int], names: List[str],
+                   use_cache: bool, progress: bool, log: Callable[[str], None], jobs: int) -> dict:
+    json_path = out_dir / "ablations.json"
     start = time.time()
+    for path in stale_partials(out_dir, config):  # like ablations.json, replaced by this config's
+        path.unlink()
     clip, clip_meta = pretrained_tiny_clip(config.pretrain, config.world, config.clip_seed, use_cache, progress, log)
     state = _load_previous(json_path, config)
     state.update({"config": config.to_dict(), "clip": clip_meta, "seeds": list(seeds), "variants": names})
@@ -133,6 +141,26 @@ def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min"
 
 
+def _run_context(config: BenchmarkConfig, name: str, seed: int) -> dict:
+    """What a run's checkpoint must match to be resumed: the whole ablation config, variant, seed."""
+    return {"ablation": config.to_dict(), "variant": name, "seed": seed}
+
+
+def stale_partials(out_dir: Path, config: BenchmarkConfig) -> List[Path]:
+    """Checkpoints in ``out_dir/partial`` of runs made with settings other than ``config``'s."""
+    from fgaseg.synth.segtrain import read_run_checkpoint
+
+    stale = []
+    for path in sorted((Path(out_dir) / "partial").glob("*.pt")):
+        try:
+            context = read_run_checkpoint(path).get("context") or {}
+        except ConfigError:  # unreadable: named when its run resumes, not taken for another run's
+            continue
+        if context.get("ablation") != config.to_dict():
+            stale.append(path)
+    return stale
+
+
 def partial_path(out_dir: Path, name: str, seed: int) -> Path:
     """Where the run (``name``, ``seed``) checkpoints itself while it trains."""
     slug = "-".join("".join(c if c.isalnum() else " " for c in name.replace("−", "no")).split()).lower()
@@ -157,7 +185,8 @@ def _one_run(clip, test, config: BenchmarkConfig, seed: int, name: str, seed_dat
     t = time.time()
     model = build_model(clip, run_config, init_from=init, **VARIANTS[name])
     stats = train_segmentation(model, train, run_config.segtrain, seed=seed, progress=progress,
-                               desc=f"{name}, seed {seed}", checkpoint=checkpoint)
+                               desc=f"{name}, seed {seed}", checkpoint=checkpoint,
+                               context=_run_context(config, name, seed))
     metrics = evaluate(model, test, config.eval_batch_size, progress, topk=0, chunk_size=config.eval_chunk_size)
     # a resumed run counts the training time of its earlier parts too
     seconds = time.time() - t + stats["resumed_seconds"]
@@ -244,9 +273,10 @@ def _inference_variants(model, test, config: BenchmarkConfig, progress: bool) ->
 
 
 def conflicts_with_previous(out_dir: Path, config: BenchmarkConfig) -> bool:
-    """True when ``out_dir`` holds an ablation made with other settings (it cannot be resumed)."""
+    """True when ``out_dir`` holds an ablation (results or checkpoints of unfinished runs) made
+    with other settings: it cannot be resumed."""
     path = Path(out_dir) / "ablations.json"
-    return path.is_file() and not _load_previous(path, config)
+    return (path.is_file() and not _load_previous(path, config)) or bool(stale_partials(out_dir, config))
 
 
 def _load_previous(path: Path, config: BenchmarkConfig) -> dict:

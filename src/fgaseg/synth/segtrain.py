@@ -16,7 +16,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from fgaseg.errors import ConfigError
+from fgaseg.errors import ConfigError, reason
 from fgaseg.synth.world import SceneSet
 
 
@@ -112,14 +112,15 @@ def lr_factor(step: int, config: SegTrainConfig) -> float:
 def train_segmentation(
     model, scenes: SceneSet, config: SegTrainConfig, seed: int = 0, progress: bool = True,
     desc: str = "stage 2/3: train FGAseg", log: Optional[Callable[[str], None]] = None,
-    checkpoint: Optional[Path] = None, checkpoint_every: int = 200,
+    checkpoint: Optional[Path] = None, checkpoint_every: int = 200, context: Optional[dict] = None,
 ) -> Dict[str, object]:
     """Train ``model`` in place on ``scenes`` (seen classes only); returns timing and losses.
 
     With ``checkpoint``, the run's whole state (weights, optimizer, both random streams, loss
     history) is written there every ``checkpoint_every`` steps, and a run that finds the file
     continues from it: a killed multi-hour run loses minutes, and the resumed run takes the
-    same batches and gets the same numbers as a straight one. The file stays after the last
+    same batches and gets the same numbers as a straight one. ``context`` (e.g. the world and
+    CLIP settings) is stored with it and must match to resume. The file stays after the last
     step; the caller deletes it once the run's results are safely written.
     """
     from tqdm.auto import tqdm
@@ -141,7 +142,7 @@ def train_segmentation(
     history: List[Dict[str, float]] = []
     first, earlier_seconds = 0, 0.0
     if checkpoint is not None and Path(checkpoint).is_file():
-        first, earlier_seconds, history = _resume(checkpoint, model, optimizer, rng, config, seed)
+        first, earlier_seconds, history = _resume(checkpoint, model, optimizer, rng, config, seed, context)
         if log is not None:
             log(f"{desc}: resumed at step {first} from {checkpoint}")
     bar = tqdm(total=config.steps, initial=first, desc=desc, disable=not progress, mininterval=1.0,
@@ -165,7 +166,7 @@ def train_segmentation(
         if step % 10 == 0:
             bar.set_postfix(loss=f"{np.mean([h['loss'] for h in history[-20:]]):.3f}")
         if checkpoint is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == config.steps):
-            _save(checkpoint, model, optimizer, rng, config, seed, step + 1,
+            _save(checkpoint, model, optimizer, rng, config, seed, context, step + 1,
                   earlier_seconds + time.time() - start, history)
     bar.close()
     model.eval()
@@ -182,27 +183,34 @@ def train_segmentation(
 
 
 def _save(path: Path, model, optimizer, rng: np.random.Generator, config: SegTrainConfig, seed: int,
-          step: int, seconds: float, history: List[Dict[str, float]]) -> None:
+          context: Optional[dict], step: int, seconds: float, history: List[Dict[str, float]]) -> None:
     from fgaseg.train.checkpoint import atomic_torch_save
 
     atomic_torch_save({
-        "kind": "fgaseg synthetic training run", "config": config.to_dict(), "seed": seed, "step": step,
+        "kind": "fgaseg synthetic training run", "config": config.to_dict(), "seed": seed,
+        "context": context, "step": step,
         "seconds": seconds, "history": history, "model": model.state_dict(),
         "optimizer": optimizer.state_dict(), "numpy_rng": rng.bit_generator.state,
         "torch_rng": torch.get_rng_state(),
     }, path)
 
 
-def _resume(path: Path, model, optimizer, rng: np.random.Generator, config: SegTrainConfig,
-            seed: int) -> Tuple[int, float, List[Dict[str, float]]]:
-    """Load a `_save` file into ``model``, ``optimizer`` and ``rng``; (step, seconds, history)."""
+def read_run_checkpoint(path: Path) -> dict:
+    """The contents of a `_save` file; ``ConfigError`` (one line) if it is not one."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # truncated or foreign file: say which, never train over it
-        raise ConfigError(f"cannot resume from {path}: {error}; delete it to start this run afresh") from None
+        raise ConfigError(f"cannot resume from {path}: {reason(error)}; delete it to start this run afresh") from None
     if not isinstance(state, dict) or state.get("kind") != "fgaseg synthetic training run":
         raise ConfigError(f"{path} is not a synthetic training checkpoint; delete it to start afresh")
-    if state["config"] != config.to_dict() or state["seed"] != seed:
+    return state
+
+
+def _resume(path: Path, model, optimizer, rng: np.random.Generator, config: SegTrainConfig,
+            seed: int, context: Optional[dict]) -> Tuple[int, float, List[Dict[str, float]]]:
+    """Load a `_save` file into ``model``, ``optimizer`` and ``rng``; (step, seconds, history)."""
+    state = read_run_checkpoint(path)
+    if state["config"] != config.to_dict() or state["seed"] != seed or state.get("context") != context:
         raise ConfigError(f"{path} holds a run with another config or seed; delete it to start afresh")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
