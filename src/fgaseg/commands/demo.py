@@ -76,8 +76,8 @@ def run(args: argparse.Namespace) -> int:
         from fgaseg.synth.ablation import conflicts_with_previous
 
         if conflicts_with_previous(args.out, config) and not args.overwrite:
-            raise ConfigError(f"{args.out / 'ablations.json'} holds an ablation made with other settings; "
-                              "pass --overwrite to replace it, or choose another --out")
+            raise ConfigError(f"{args.out} holds an ablation (results or unfinished runs) made with other "
+                              "settings; pass --overwrite to replace it, or choose another --out")
         state = run_ablations(config, args.out, seeds=args.seeds, use_cache=not args.no_cache, progress=progress,
                               jobs=args.jobs)
         print((args.out / "ablations.md").read_text())
