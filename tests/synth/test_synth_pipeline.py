@@ -93,7 +93,7 @@ def test_checkpoints_of_an_ablation_with_other_settings_conflict_and_are_replace
     # an ablation with other settings, killed before its first run finished: a checkpoint, no json
     kept = partial_path(tmp_path, "full FGAseg", 0)
     kept.parent.mkdir(parents=True)
-    torch.save({"kind": "fgaseg synthetic training run", "context": {"ablation": other.to_dict()}}, kept)
+    torch.save({"kind": "fgaseg synthetic training run", "context": {"ablation": json.loads(json.dumps(other.to_dict()))}}, kept)
     assert stale_partials(tmp_path, config) == [kept] and conflicts_with_previous(tmp_path, config)
     assert not conflicts_with_previous(tmp_path, other)
     state = run_ablations(config, tmp_path, seeds=(0,), variants=variants, progress=False, log=lambda *_: None)

@@ -142,8 +142,15 @@ def _hours(seconds: float) -> str:
 
 
 def _run_context(config: BenchmarkConfig, name: str, seed: int) -> dict:
-    """What a run's checkpoint must match to be resumed: the whole ablation config, variant, seed."""
-    return {"ablation": config.to_dict(), "variant": name, "seed": seed}
+    """What a run's checkpoint must match to be resumed: the whole ablation config (as in
+    ``ablations.json``), variant, seed."""
+    return {"ablation": _as_json(config), "variant": name, "seed": seed}
+
+
+def _as_json(config: BenchmarkConfig) -> dict:
+    import json
+
+    return json.loads(json.dumps(config.to_dict()))
 
 
 def stale_partials(out_dir: Path, config: BenchmarkConfig) -> List[Path]:
@@ -156,7 +163,7 @@ def stale_partials(out_dir: Path, config: BenchmarkConfig) -> List[Path]:
             context = read_run_checkpoint(path).get("context") or {}
         except ConfigError:  # unreadable: named when its run resumes, not taken for another run's
             continue
-        if context.get("ablation") != config.to_dict():
+        if context.get("ablation") != _as_json(config):
             stale.append(path)
     return stale
 
@@ -289,7 +296,7 @@ def _load_previous(path: Path, config: BenchmarkConfig) -> dict:
     except ValueError:
         return {}
     # only resume runs made with the same settings
-    same = state.get("config") == json.loads(json.dumps(config.to_dict()))
+    same = state.get("config") == _as_json(config)
     return state if same else {}
 
 
