@@ -129,6 +129,8 @@ def test_ablation_plan_states_runs_and_hours():
     assert "about 17.5 h" in line  # 35 runs x 4800 steps x 0.75 core-s / 2 cores
     resumed = ablation_plan(config, variants=7, seeds=5, todo=1, jobs=2)
     assert "(34 already done, resumed)" in resumed and "about 45 min" in resumed  # one run: one core
+    midway = ablation_plan(config, variants=7, seeds=5, todo=3, jobs=2, midway=2)
+    assert "3 to train (2 continue from their checkpoints)" in midway
 
 
 def test_ablation_rejects_unknown_variants_and_jobs(tmp_path):

@@ -100,7 +100,8 @@ def _run_ablations(config: BenchmarkConfig, out_dir: Path, seeds: Sequence[int],
     total = len(seeds) * len(names)
     # seeds outermost: a cut-short run still has every variant for the first seeds
     todo = [(seed, name) for seed in seeds for name in names if (name, seed) not in done]
-    log(ablation_plan(config, len(names), len(seeds), len(todo), jobs))
+    midway = sum(partial_path(out_dir, name, seed).is_file() for seed, name in todo)
+    log(ablation_plan(config, len(names), len(seeds), len(todo), jobs, midway))
     finished_here: List[float] = []
     if jobs > 1 and len(todo) > 1:
         results = _runs_in_workers(clip, test, config, todo, min(jobs, len(todo)), out_dir)
@@ -123,16 +124,17 @@ def _run_ablations(config: BenchmarkConfig, out_dir: Path, seeds: Sequence[int],
     return state
 
 
-def ablation_plan(config: BenchmarkConfig, variants: int, seeds: int, todo: int, jobs: int) -> str:
+def ablation_plan(config: BenchmarkConfig, variants: int, seeds: int, todo: int, jobs: int, midway: int = 0) -> str:
     """One line: what ``run_ablations`` will train and about how long it takes on 2 idle cores."""
     steps = config.segtrain.steps
     # two single-thread runs side by side finish ~1.5x the runs an hour of one 2-thread run
     parallel = 2.0 if min(jobs, todo) >= 2 else 1.33
     wall = todo * steps * _STEP_CORE_S / parallel
     resumed = f" ({variants * seeds - todo} already done, resumed)" if todo < variants * seeds else ""
+    midway = f" ({midway} continue from their checkpoints)" if midway else ""
     return (f"fgaseg ablations: {variants} variants x {seeds} paired seeds = {variants * seeds} runs of "
-            f"{steps} FGAseg steps{resumed}, {jobs} at a time; {todo} to train, about {_hours(wall)} "
-            "on 2 idle CPU cores")
+            f"{steps} FGAseg steps{resumed}, {jobs} at a time; {todo} to train{midway}, at most about "
+            f"{_hours(wall)} on 2 idle CPU cores")
 
 
 def _hours(seconds: float) -> str:
