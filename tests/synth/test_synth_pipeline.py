@@ -142,6 +142,9 @@ def test_ablation_rejects_unknown_variants_and_jobs(tmp_path):
         run_ablations(smoke_config(), tmp_path, jobs=0)
     with pytest.raises(ConfigError, match="unknown ablation variant"):
         run_ablations(smoke_config(), tmp_path, variants=["no such part"])
+    with pytest.raises(ConfigError, match="seeds must be 0 or more"):
+        run_ablations(smoke_config(), tmp_path, seeds=(0, -1))
+    assert not list(tmp_path.iterdir())  # refused before anything was written
 
 
 def test_loss_levelling_table_reports_the_share_of_the_decrease():
@@ -189,6 +192,25 @@ def test_demo_rejects_a_bad_budget(capsys):
     assert "error: --steps must be positive" in capsys.readouterr().err
     assert main(["demo", "--ablations", "--jobs", "0", "--quiet"]) == 2
     assert "error: --jobs must be at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--seed", "-1"], "--seed must be 0 or more"),
+    (["--ablations", "--seeds", "0", "-2"], "--seeds must be 0 or more"),
+    (["--threads", "-1"], "--threads must be at least 1"),
+    (["--out", "{file}"], "exists and is not a folder"),
+    (["--ablations", "--out", "{file}/sub"], "cannot create output folder"),
+])
+def test_demo_bad_options_are_one_line_errors(tmp_path, capsys, args, message):
+    from fgaseg.cli import main
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("keep me")
+    args = [a.replace("{file}", str(a_file)) for a in args]
+    assert main(["demo", "--smoke", "--quiet", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert a_file.read_text() == "keep me"
 
 
 @needs_model

@@ -49,11 +49,19 @@ def run(args: argparse.Namespace) -> int:
     from fgaseg.synth.ablation import ABLATION_STEPS, ABLATION_TEST_SCENES, ablation_config, run_ablations
     from fgaseg.synth.benchmark import demo_config, plan, run_benchmark, smoke_config
 
+    from fgaseg.commands.outputs import prepare_out_dir
+
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads must be at least 1, got {args.threads}")
     if args.threads:
         torch.set_num_threads(args.threads)
     config = smoke_config() if args.smoke else demo_config()
     if args.jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
+    for value, what in ((args.seed, "--seed"), (args.clip_seed, "--clip-seed"), (min(args.seeds), "--seeds")):
+        if value < 0:
+            raise ConfigError(f"{what} must be 0 or more, got {value}")
+    args.seeds = list(dict.fromkeys(args.seeds))  # a seed named twice is one run per variant
     for value, what in ((args.clip_steps, "--clip-steps"), (args.steps, "--steps"), (args.test_scenes, "--test-scenes")):
         if value is not None and value < (0 if what == "--clip-steps" else 1):
             raise ConfigError(f"{what} must be positive, got {value}")
@@ -69,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         out = args.out
         refuse_existing([out / "results.json", out / "results.md", out / "learning_curves.png",
                          out / "overlays", out / "model"], "--out")
+    prepare_out_dir(args.out)
     start = time.time()
     if args.ablations:
         if not args.smoke:

@@ -24,3 +24,13 @@ def refuse_existing(paths: Iterable[Path], option: str) -> None:
         more = f" (and {len(existing) - 1} more output file(s))" if len(existing) > 1 else ""
         raise ConfigError(f"{existing[0]} already exists{more}; pass --overwrite to replace "
                           f"it, or choose another {option}")
+
+
+def prepare_out_dir(out_dir: Path, option: str = "--out") -> None:
+    """Create the output folder ``out_dir``; ConfigError (one line) if it is a file or cannot be made."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"{option} {out_dir} exists and is not a folder")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create output folder {out_dir} ({exc.strerror or exc})") from None

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from fgaseg.commands.outputs import add_overwrite_argument, refuse_existing
+from fgaseg.commands.outputs import add_overwrite_argument, prepare_out_dir, refuse_existing
 from fgaseg.errors import ClassNamesError, ConfigError, FGASegError
 
 HELP = "segment images with a class list (trained FGAseg or training-free CLIP)"
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.overwrite:  # checked before the model is loaded or any image is read
         refuse_existing([target for path in images for target in _targets(out_dir, stems[path])],
                         "--out")
-    _prepare_out_dir(out_dir)
+    prepare_out_dir(out_dir)
     segmenter = load_segmenter(args.weights, args.method, args.device)
     if args.bf16:
         if not hasattr(segmenter, "optimize_for_inference"):
@@ -184,15 +184,6 @@ def unique_stems(images: list[Path]) -> dict[Path, str]:
         used.add(stem)
         stems[path] = stem
     return stems
-
-
-def _prepare_out_dir(out_dir: Path) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"--out {out_dir} exists and is not a folder")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"cannot create output folder {out_dir} ({exc.strerror})") from None
 
 
 def _one_line(exc: BaseException) -> str:

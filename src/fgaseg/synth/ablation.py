@@ -78,6 +78,9 @@ def run_ablations(
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         raise ConfigError(f"unknown ablation variant(s) {unknown}; choose from {list(VARIANTS)}")
+    if any(seed < 0 for seed in seeds):
+        raise ConfigError(f"seeds must be 0 or more, got {list(seeds)}")
+    seeds = list(dict.fromkeys(seeds))  # a seed named twice is one run per variant
     # two ablations into one folder would train the same runs twice and overwrite each other's json
     with folder_lock(Path(out_dir), "fgaseg ablation"):
         return _run_ablations(config, Path(out_dir), seeds, names, use_cache, progress, log, jobs)
