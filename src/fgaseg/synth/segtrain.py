@@ -106,7 +106,7 @@ def lr_factor(step: int, config: SegTrainConfig) -> float:
     if step < config.warmup_steps:
         return (step + 1) / config.warmup_steps
     progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-    return 0.5 * (1 + np.cos(np.pi * min(1.0, progress)))
+    return float(0.5 * (1 + np.cos(np.pi * min(1.0, progress))))
 
 
 def train_segmentation(
@@ -197,8 +197,13 @@ def _save(path: Path, model, optimizer, rng: np.random.Generator, config: SegTra
 
 def read_run_checkpoint(path: Path) -> dict:
     """The contents of a `_save` file; ``ConfigError`` (one line) if it is not one."""
+    # tensors, plain Python values and numpy scalars only: loading runs no code from the file
+    # (numpy float64 learning rates are in the optimizer state of files written before 2026-12-02)
+    core = getattr(np, "_core", None) or np.core  # numpy 2 / 1
+    numpy_scalars = [core.multiarray.scalar, np.dtype, type(np.dtype(np.float64))]
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        with torch.serialization.safe_globals(numpy_scalars):
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated or foreign file: say which, never train over it
         raise ConfigError(f"cannot resume from {path}: {reason(error)}; delete it to start this run afresh") from None
     if not isinstance(state, dict) or state.get("kind") != "fgaseg synthetic training run":
