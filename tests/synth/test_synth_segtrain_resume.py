@@ -85,3 +85,24 @@ def test_a_checkpoint_with_another_context_is_refused(setup, tmp_path):
     with pytest.raises(ConfigError, match="another config or seed"):
         train_segmentation(_fresh(setup), train, config.segtrain, seed=0, progress=False, checkpoint=path,
                            context={"world": 2})
+
+
+class _Payload:
+    ran = False
+
+    def __reduce__(self):  # what a doctored pickle would do on load
+        return (_Payload._run, ())
+
+    @staticmethod
+    def _run():
+        _Payload.ran = True
+
+
+def test_a_checkpoint_holding_python_objects_is_refused_without_running_them(tmp_path):
+    from fgaseg.synth.segtrain import read_run_checkpoint
+
+    path = tmp_path / "run.pt"
+    torch.save({"kind": "fgaseg synthetic training run", "payload": _Payload()}, path)
+    with pytest.raises(ConfigError, match="cannot resume from"):
+        read_run_checkpoint(path)
+    assert not _Payload.ran
