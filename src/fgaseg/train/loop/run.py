@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable, Optional, Union
 
@@ -14,6 +15,7 @@ from torch import nn
 
 from fgaseg.data.benchmarks import build_dataset
 from fgaseg.errors import ConfigError
+from fgaseg.folder_lock import folder_lock
 from fgaseg.train import checkpoint as ckpt
 from fgaseg.train import distributed as dist_utils
 from fgaseg.train.config import TrainConfig, config_to_dict
@@ -81,8 +83,16 @@ def run_training(config: TrainConfig, resume: Union[bool, str, Path, None] = Non
     ``force`` is set; ``force`` without ``resume`` deletes the earlier run's outputs first.
     ``model_factory`` builds the model (default: :func:`fgaseg.train.factory.build_model`).
     """
-    if int(os.environ.get("RANK", "0")) == 0:  # other ranks could see rank 0's new files
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    if main_rank:  # other ranks could see rank 0's new files
         check_out_dir(config.out_dir, resume, force)
+    # two trainings writing one folder would interleave checkpoints and logs
+    with folder_lock(Path(config.out_dir), "fgaseg train") if main_rank else nullcontext():
+        return _run(config, resume, model_factory, device, force)
+
+
+def _run(config: TrainConfig, resume: Union[bool, str, Path, None],
+         model_factory: Optional[Callable[[TrainConfig], nn.Module]], device: str, force: bool) -> TrainResult:
     info = dist_utils.setup(device)
     try:
         dataset = build_dataset(config.data.dataset, config.data.root, config.data.split,
