@@ -49,8 +49,6 @@ def run(args: argparse.Namespace) -> int:
     from fgaseg.synth.ablation import ABLATION_STEPS, ABLATION_TEST_SCENES, ablation_config, run_ablations
     from fgaseg.synth.benchmark import demo_config, plan, run_benchmark, smoke_config
 
-    from fgaseg.commands.outputs import prepare_out_dir
-
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads must be at least 1, got {args.threads}")
     if args.threads:
@@ -77,7 +75,6 @@ def run(args: argparse.Namespace) -> int:
         out = args.out
         refuse_existing([out / "results.json", out / "results.md", out / "learning_curves.png",
                          out / "overlays", out / "model"], "--out")
-    prepare_out_dir(args.out)
     start = time.time()
     if args.ablations:
         if not args.smoke:
@@ -96,8 +93,11 @@ def run(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, segtrain=dataclasses.replace(config.segtrain, steps=args.steps))
     if args.test_scenes is not None:
         config = dataclasses.replace(config, num_test_scenes=args.test_scenes)
-    print(plan(config, use_cache=not args.no_cache), flush=True)
-    run_benchmark(config, args.out, use_cache=not args.no_cache, progress=progress)
+    from fgaseg.folder_lock import folder_lock
+
+    with folder_lock(args.out, "fgaseg demo"):  # (the ablation takes its folder's lock itself)
+        print(plan(config, use_cache=not args.no_cache), flush=True)
+        run_benchmark(config, args.out, use_cache=not args.no_cache, progress=progress)
     print((args.out / "results.md").read_text())
     print(f"demo finished in {time.time() - start:.0f} s")
     return 0
