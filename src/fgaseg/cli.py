@@ -12,7 +12,7 @@ from importlib import import_module
 from typing import Optional, Sequence
 
 from fgaseg import __version__
-from fgaseg.errors import FGASegError
+from fgaseg.errors import FGASegError, reason
 
 # name -> module; modules are imported only when their command runs (startup stays fast).
 COMMANDS = {
@@ -74,3 +74,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # the machine's, not the user's input: disk full, a folder gone, ...
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"failed: {where}{exc.strerror or reason(exc)}", file=sys.stderr)
+        return 1
