@@ -91,6 +91,16 @@ def test_mean_std_table_reports_paired_differences():
     assert fmt_mean_std([1.0]) == "1.0" and fmt_mean_std([]) == "–"
 
 
+def test_paired_differences_pair_by_seed_not_by_position():
+    def run(seed, h):
+        return {"seed": seed, "mIoU_seen": h, "mIoU_unseen": h, "hIoU": h}
+
+    # a resumed ablation part-way: the full model has seeds 0-2, the variant only 1 and 2
+    groups = {"full": [run(0, 50), run(1, 60), run(2, 70)], "off": [run(1, 61), run(2, 73)]}
+    table = mean_std_table(groups, reference="full")
+    assert "| +2.0 ± 1.4 |" in table  # (61 - 60, 73 - 70); by position it would be +12 and +13
+
+
 def test_default_training_steps_list_every_seen_class_and_no_unseen_one():
     """As the paper trains (its whole training vocabulary every iteration): all 54 seen phrases."""
     from types import SimpleNamespace

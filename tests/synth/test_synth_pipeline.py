@@ -263,3 +263,21 @@ def test_the_demo_learns_at_a_reduced_budget(tmp_path, cache):
     assert row["attributes"]["colour"] >= 80 and row["attributes"]["pattern"] >= 80, row
     assert row["attributes"]["shape"] >= 38, row  # chance 25
     assert results["clip"]["zero_shot"]["shape"] >= 0.55, results["clip"]["zero_shot"]  # chance 0.25
+
+
+@needs_model
+def test_demo_variants_option_adds_to_the_same_ablation(tmp_path, cache, capsys):
+    from fgaseg.cli import main
+
+    out = str(tmp_path / "abl")
+    assert main(["demo", "--smoke", "--quiet", "--ablations", "--seeds", "0", "--variants", "full", "no-gcs",
+                 "--out", out]) == 0
+    assert main(["demo", "--smoke", "--quiet", "--ablations", "--seeds", "0", "--variants", "baseline",
+                 "--out", out]) == 0
+    state = json.loads((tmp_path / "abl" / "ablations.json").read_text())
+    assert sorted(r["variant"] for r in state["runs"]) == ["baseline (all four off)", "full FGAseg", "− GCS"]
+    table = (tmp_path / "abl" / "ablations.md").read_text()
+    assert "| − GCS | 1 |" in table and "| baseline (all four off) | 1 |" in table
+    capsys.readouterr()
+    assert main(["demo", "--smoke", "--quiet", "--ablations", "--variants", "ful", "--out", out]) == 2
+    assert "unknown --variants ful; choose from full baseline" in capsys.readouterr().err

@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(4800 steps a run by default: ~17 h on 2 idle cores with --jobs 2)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4],
                         help="ablation seeds, paired across variants (default 0 1 2 3 4)")
+    parser.add_argument("--variants", nargs="+", default=None, metavar="NAME",
+                        help="ablation variants to train (default all): full baseline no-p2tformer "
+                             "no-t2ploss no-gcs no-lcs plain-decoder")
     parser.add_argument("--jobs", type=int, default=1,
                         help="ablation runs at once, in worker processes sharing --threads (default 1; "
                              "on 2 cores, 2 finishes ~1.5x more runs an hour)")
@@ -60,6 +63,12 @@ def run(args: argparse.Namespace) -> int:
         if value < 0:
             raise ConfigError(f"{what} must be 0 or more, got {value}")
     args.seeds = list(dict.fromkeys(args.seeds))  # a seed named twice is one run per variant
+    from fgaseg.synth.ablation import VARIANT_KEYS
+
+    unknown = [v for v in args.variants or () if v not in VARIANT_KEYS]
+    if unknown:
+        raise ConfigError(f"unknown --variants {' '.join(unknown)}; choose from {' '.join(VARIANT_KEYS)}")
+    variants = [VARIANT_KEYS[v] for v in dict.fromkeys(args.variants)] if args.variants else None
     for value, what in ((args.clip_steps, "--clip-steps"), (args.steps, "--steps"), (args.test_scenes, "--test-scenes")):
         if value is not None and value < (0 if what == "--clip-steps" else 1):
             raise ConfigError(f"{what} must be positive, got {value}")
@@ -84,8 +93,8 @@ def run(args: argparse.Namespace) -> int:
         if conflicts_with_previous(args.out, config) and not args.overwrite:
             raise ConfigError(f"{args.out} holds an ablation (results or unfinished runs) made with other "
                               "settings; pass --overwrite to replace it, or choose another --out")
-        state = run_ablations(config, args.out, seeds=args.seeds, use_cache=not args.no_cache, progress=progress,
-                              jobs=args.jobs)
+        state = run_ablations(config, args.out, seeds=args.seeds, variants=variants, use_cache=not args.no_cache,
+                              progress=progress, jobs=args.jobs)
         print((args.out / "ablations.md").read_text())
         print(f"ablations finished in {time.time() - start:.0f} s; see {args.out}/ablations.json")
         return 0 if state.get("runs") else 1

@@ -50,6 +50,12 @@ VARIANTS: Dict[str, Dict[str, object]] = {
     "plain decoder (no aux heads)": {"decoder_mode": "plain"},
 }
 
+# short names for the command line (`fgaseg demo --ablations --variants full baseline`)
+VARIANT_KEYS: Dict[str, str] = {
+    "full": "full FGAseg", "baseline": "baseline (all four off)", "no-p2tformer": "− P2Tformer",
+    "no-t2ploss": "− T2Ploss", "no-gcs": "− GCS", "no-lcs": "− LCS", "plain-decoder": "plain decoder (no aux heads)",
+}
+
 
 def ablation_config(config: BenchmarkConfig, steps: int, test_scenes: int) -> BenchmarkConfig:
     """The demo config with the per-run budget of the ablation (and the TopK inference rows)."""
@@ -94,7 +100,10 @@ def _run_ablations(config: BenchmarkConfig, out_dir: Path, seeds: Sequence[int],
         path.unlink()
     clip, clip_meta = pretrained_tiny_clip(config.pretrain, config.world, config.clip_seed, use_cache, progress, log)
     state = _load_previous(json_path, config)
-    state.update({"config": config.to_dict(), "clip": clip_meta, "seeds": list(seeds), "variants": names})
+    # seeds and variants of earlier calls stay listed: their runs stay in the file
+    state.update({"config": config.to_dict(), "clip": clip_meta,
+                  "seeds": sorted(set(state.get("seeds", [])) | set(seeds)),
+                  "variants": [v for v in VARIANTS if v in set(state.get("variants", [])) | set(names)]})
     runs: List[dict] = state.setdefault("runs", [])
     done = {(r["variant"], r["seed"]) for r in runs}
     test = make_test_set(config, progress=False)
@@ -315,7 +324,8 @@ def late_loss_change(losses: Sequence[float]) -> Tuple[float, float, float]:
 
 def ablation_markdown(state: dict) -> str:
     groups: Dict[str, List[dict]] = {}
-    for name in state.get("variants", VARIANTS):
+    # every variant with runs in the file, also those a later call with --variants left out
+    for name in list(VARIANTS) + [v for v in state.get("variants", []) if v not in VARIANTS]:
         runs = sorted((r for r in state.get("runs", []) if r["variant"] == name), key=lambda r: r["seed"])
         if runs:
             groups[name] = runs
@@ -350,7 +360,7 @@ def ablation_markdown(state: dict) -> str:
     inference = {}
     for run in full:
         for key, m in run.get("inference_variants", {}).items():
-            inference.setdefault(key, []).append(m)
+            inference.setdefault(key, []).append({**m, "seed": run["seed"]})
     if inference:
         lines += ["", "Same trained full model, inference variants:", "",
                   mean_std_table({"no pruning": full, **inference}, reference="no pruning")]

@@ -63,8 +63,8 @@ def results_table(rows: List[Dict[str, object]]) -> str:
 def mean_std_table(groups: Dict[str, List[Dict[str, float]]], reference: Optional[str] = None) -> str:
     """Markdown table of ``name -> [run metrics, ...]`` as mean ± sample std over runs.
 
-    With ``reference``, a last column gives the paired mean difference in hIoU to that row
-    (runs are paired by position, i.e. by seed).
+    With ``reference``, a last column gives the paired mean difference in hIoU to that row,
+    over the seeds both have (runs without a ``"seed"`` are paired by position).
     """
     head = "| variant | runs | mIoU seen | mIoU unseen | hIoU |"
     sep = "|---|---|---|---|---|"
@@ -76,9 +76,10 @@ def mean_std_table(groups: Dict[str, List[Dict[str, float]]], reference: Optiona
         cells = [fmt_mean_std([r.get(m, float("nan")) for r in runs]) for m in METRICS]
         line = f"| {name} | {len(runs)} | " + " | ".join(cells) + " |"
         if reference:
-            ref = groups.get(reference, [])
-            diffs = [a["hIoU"] - b["hIoU"] for a, b in zip(runs, ref)]
-            line += (" – |" if name == reference else f" {_signed(diffs)} |")
+            ref = {r.get("seed", i): r for i, r in enumerate(groups.get(reference, []))}
+            diffs = [r["hIoU"] - ref[k]["hIoU"] for i, r in enumerate(runs) if (k := r.get("seed", i)) in ref]
+            pairs = f" ({len(diffs)} pairs)" if diffs and len(diffs) != len(runs) else ""
+            line += (" – |" if name == reference else f" {_signed(diffs)}{pairs} |")
         lines.append(line)
     return "\n".join(lines)
 
